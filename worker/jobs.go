@@ -1,0 +1,324 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idenfy-worker/idenfy-worker/messages"
+)
+
+// jobDelivery is one delivery of a job from the stream.
+type jobDelivery struct {
+	msg       jetstream.Msg
+	published time.Time
+	delivered uint64
+	// last is set on the consumer's final delivery: the job must be
+	// answered now, since handing it back would strand it.
+	last    bool
+	ackWait time.Duration
+	maxAge  time.Duration
+	// retryBase is the pause before the first retry of a job that failed
+	// retryably; it doubles with each delivery.
+	retryBase time.Duration
+	replyTo   string
+	now       func() time.Time
+}
+
+// retryLater decides whether a failed job goes back to the stream to be
+// tried again after a pause, rather than being answered with the failure: an
+// outage or rate limit that outlasted one retry budget, with no ambiguous
+// attempt (which could text the user twice), while the job is young enough.
+func (d *jobDelivery) retryLater(o *outcome) (time.Duration, bool) {
+	e := o.err()
+	if e == nil || d.last || o.a.ambiguous {
+		return 0, false
+	}
+	if e.Code != messages.CodeUpstreamUnavailable && e.Code != messages.CodeRateLimited {
+		return 0, false
+	}
+	delay := jobRetryDelay(d.retryBase, d.delivered)
+	if d.now().Sub(d.published)+delay >= d.maxAge {
+		return 0, false
+	}
+	return delay, true
+}
+
+// jobRetryDelay doubles base with each delivery, up to a minute: by
+// default 5s, 10s, 20s, 40s, then 60s.
+func jobRetryDelay(base time.Duration, delivered uint64) time.Duration {
+	d := base
+	for i := uint64(1); i < delivered && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}
+
+// jobIntake pulls jobs from the shared durable consumer into the pool.
+type jobIntake struct {
+	w         *Worker
+	consuming atomic.Bool
+
+	mu   sync.Mutex
+	cons jetstream.Consumer
+	iter jetstream.MessagesContext
+	done chan struct{}
+}
+
+func newJobIntake(w *Worker, cons jetstream.Consumer) *jobIntake {
+	return &jobIntake{w: w, cons: cons, done: make(chan struct{})}
+}
+
+// pullBatch is how many jobs a worker keeps buffered ahead of its pool:
+// enough to keep the pool fed, few enough that none waits in the buffer
+// long enough for its AckWait to run out.
+func (j *jobIntake) pullBatch() int {
+	return min(j.w.cfg.Concurrency, 64)
+}
+
+// run consumes until stop. When the consumer goes away (deleted by an
+// operator, lost heartbeats after a server restart), it sets it up again
+// and goes on.
+func (j *jobIntake) run() {
+	defer close(j.done)
+	w := j.w
+	wait := 250 * time.Millisecond
+	for !w.stopping() {
+		j.mu.Lock()
+		cons := j.cons
+		j.mu.Unlock()
+		iter, err := cons.Messages(
+			jetstream.PullMaxMessages(j.pullBatch()),
+			jetstream.PullHeartbeat(5*time.Second),
+			jetstream.WithMessagesErrOnMissingHeartbeat(true),
+		)
+		if err == nil {
+			j.mu.Lock()
+			if w.stopping() {
+				j.mu.Unlock()
+				iter.Stop()
+				return
+			}
+			j.iter = iter
+			j.mu.Unlock()
+			j.consuming.Store(true)
+			err = j.consume(iter)
+			j.consuming.Store(false)
+			if w.stopping() {
+				return
+			}
+			wait = 250 * time.Millisecond
+		}
+		w.log.Warn().Err(err).Msg("jobs consumer interrupted; setting it up again")
+		select {
+		case <-time.After(wait):
+		case <-w.soft.Done():
+			return
+		}
+		wait = min(2*wait, 10*time.Second)
+		ctx, cancel := context.WithTimeout(w.soft, 10*time.Second)
+		cons, err = w.ensureJobs(ctx)
+		cancel()
+		if err != nil {
+			w.log.Warn().Err(err).Msg("jobs consumer set-up failed")
+			continue
+		}
+		j.mu.Lock()
+		j.cons = cons
+		j.mu.Unlock()
+	}
+}
+
+// consume hands each job to the pool. It takes a slot only once it holds a
+// job: a slot held while waiting for the next job is one that requests
+// cannot use (with a concurrency of 1, requests would never be served). The
+// pull batch bounds how far jobs are pulled ahead of the pool.
+func (j *jobIntake) consume(iter jetstream.MessagesContext) error {
+	w := j.w
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			iter.Stop()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) && w.stopping() {
+				return nil
+			}
+			return err
+		}
+		if !w.acquireSlot() {
+			_ = msg.Nak()
+			handBackBuffered(iter)
+			return nil
+		}
+		go func() {
+			defer w.releaseSlot()
+			j.process(msg)
+		}()
+	}
+}
+
+// handBackBuffered returns the jobs pulled but not started to the stream at
+// once, so that another worker gets them without waiting for their ack wait.
+func handBackBuffered(iter jetstream.MessagesContext) {
+	iter.Drain()
+	for {
+		msg, err := iter.Next()
+		if err != nil {
+			return
+		}
+		_ = msg.Nak()
+	}
+}
+
+// stop ends pulling: the consume loop hands back what was buffered.
+func (j *jobIntake) stop() {
+	j.mu.Lock()
+	if j.iter != nil {
+		j.iter.Drain()
+	}
+	j.mu.Unlock()
+	<-j.done
+}
+
+func (j *jobIntake) process(msg jetstream.Msg) {
+	w := j.w
+	start := time.Now()
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("job without JetStream metadata; terminating it")
+		_ = msg.Term()
+		return
+	}
+	if w.stopping() {
+		_ = msg.Nak()
+		return
+	}
+	op, ok := j.operationOf(msg.Subject())
+	if !ok {
+		w.log.Error().Str("subject", msg.Subject()).Msg("job on a subject that is neither send nor verify; terminating it")
+		_ = msg.TermWithReason("unknown job subject")
+		return
+	}
+	j.mu.Lock()
+	cfg := j.cons.CachedInfo().Config
+	j.mu.Unlock()
+	d := &jobDelivery{
+		msg:       msg,
+		published: meta.Timestamp,
+		delivered: meta.NumDelivered,
+		last:      cfg.MaxDeliver > 0 && meta.NumDelivered >= uint64(cfg.MaxDeliver),
+		ackWait:   cfg.AckWait,
+		maxAge:    w.cfg.JobMaxAge,
+		retryBase: w.jobRetryBase,
+		now:       w.clock.Now,
+	}
+	if d.ackWait <= 0 {
+		d.ackWait = jobAckWait
+	}
+	t := &task{op: op, intake: intakeJob, job: d}
+	if id := msg.Headers().Get(messages.HeaderMsgID); id != "" {
+		t.key = msgIDKey(id)
+	} else {
+		t.key = "seq:" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	}
+	if replyTo := msg.Headers().Get(messages.HeaderReplyTo); replyTo != "" {
+		if validSubject(replyTo) {
+			d.replyTo = replyTo
+		} else {
+			w.log.Warn().Str("reply_to", replyTo).Msg("ignoring a Reply-To header that is not a subject")
+		}
+	}
+
+	if e := t.decode(msg.Data()); e != nil {
+		t.log = w.taskLogger(t)
+		o := failed(t, attempts{}, e)
+		j.answer(t, &o, start)
+		return
+	}
+	t.log = w.taskLogger(t)
+	o := w.run(t)
+	if o.handBack && d.last {
+		e := o.err()
+		reason := "it was handed back"
+		if e != nil {
+			reason = e.Message
+		}
+		o = failed(t, o.a, messages.NewError(messages.CodeUpstreamUnavailable,
+			"the job reached its last delivery ("+strconv.FormatUint(d.delivered, 10)+") without an answer: "+reason))
+	}
+	if o.handBack {
+		j.handBack(t, &o)
+		return
+	}
+	j.answer(t, &o, start)
+}
+
+// answer publishes the result, then acks: a job is acked only once its
+// result is out. Should the ack be lost, the redelivery finds the stored
+// outcome and republishes it without calling iDenfy.
+func (j *jobIntake) answer(t *task, o *outcome, start time.Time) {
+	w := j.w
+	w.publishResult(t, o.encode(), t.job.replyTo)
+	if err := t.job.msg.Ack(); err != nil {
+		t.log.Warn().Err(err).Msg("acking the job failed; it will be redelivered and answered from the store")
+	}
+	elapsed := time.Since(start)
+	w.metrics.outcome(t, o, elapsed)
+	w.logOutcome(t, o, elapsed)
+}
+
+func (j *jobIntake) handBack(t *task, o *outcome) {
+	var err error
+	if o.delay > 0 {
+		err = t.job.msg.NakWithDelay(o.delay)
+	} else {
+		err = t.job.msg.Nak()
+	}
+	if err != nil {
+		t.log.Warn().Err(err).Msg("handing the job back failed; it returns after its ack wait")
+	}
+	j.w.metrics.handedBack(t.op)
+	ev := t.log.Debug().Dur("delay", o.delay).Uint64("delivery", t.job.delivered)
+	if e := o.err(); e != nil {
+		ev = ev.Str("reason", e.Message)
+	}
+	ev.Msg("job handed back")
+}
+
+// msgIDKey is the idempotency key of a Nats-Msg-Id, the same on both
+// intakes; a job without one is keyed by its stream sequence instead.
+func msgIDKey(id string) string { return "id:" + id }
+
+func (j *jobIntake) operationOf(subject string) (operation, bool) {
+	switch subject {
+	case j.w.subj.JobsSend:
+		return opSend, true
+	case j.w.subj.JobsVerify:
+		return opVerify, true
+	}
+	return 0, false
+}
+
+// validSubject reports whether s can be published to: dot-separated
+// non-empty tokens, no wildcards, no whitespace.
+func validSubject(s string) bool {
+	if s == "" || len(s) > 1024 {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		for _, r := range tok {
+			if r <= ' ' || r == 0x7f {
+				return false
+			}
+		}
+	}
+	return true
+}

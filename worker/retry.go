@@ -1,0 +1,199 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/idenfy-worker/idenfy-worker/idenfy"
+	"github.com/idenfy-worker/idenfy-worker/messages"
+)
+
+// Backoff shape between attempts. Jitter spreads the retries of many workers
+// that saw the same outage.
+const (
+	backoffInitial    = 250 * time.Millisecond
+	backoffMultiplier = 2
+	backoffJitter     = 0.5
+	backoffMaxWait    = 5 * time.Second
+)
+
+// attempts is what the retry loop learned about the calls of one request.
+type attempts struct {
+	// count of HTTP attempts, including those of earlier deliveries.
+	count int
+	// ambiguous is set once any attempt may have been processed upstream
+	// without its answer being read, including a taken-over claim.
+	ambiguous bool
+	// upstream is the time spent in HTTP attempts.
+	upstream time.Duration
+	// first and last are the times of the first and the last attempt, for
+	// messages such as "3 attempts over 20s".
+	first, last time.Time
+}
+
+// errRetryAfterTooLong stops retrying when iDenfy asks to wait past the
+// retry budget: waiting would only delay the same answer.
+var errRetryAfterTooLong = errors.New("Retry-After exceeds the retry budget")
+
+// retryAfterBackOff waits at least as long as the last Retry-After asked,
+// and gives up when that is longer than the budget left.
+type retryAfterBackOff struct {
+	*backoff.ExponentialBackOff
+	retryAfter time.Duration
+}
+
+func (b *retryAfterBackOff) NextBackOff() time.Duration {
+	next := b.ExponentialBackOff.NextBackOff()
+	if next == backoff.Stop || b.retryAfter <= next {
+		return next
+	}
+	wait := b.retryAfter
+	b.retryAfter = 0
+	if b.MaxElapsedTime > 0 && b.GetElapsedTime()+wait > b.MaxElapsedTime {
+		return backoff.Stop
+	}
+	return wait
+}
+
+// retry runs call under the backoff policy of DESIGN.md section 3 and
+// records what happened in a. The soft context ends waiting between
+// attempts (shutdown, caller gone); each attempt gets the hard context, so
+// an attempt under way is not cut short by a graceful shutdown.
+//
+// It returns nil on success, or the error of the last attempt.
+func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call func(context.Context) error) error {
+	exp := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(backoffInitial),
+		backoff.WithMultiplier(backoffMultiplier),
+		backoff.WithRandomizationFactor(backoffJitter),
+		backoff.WithMaxInterval(backoffMaxWait),
+		backoff.WithMaxElapsedTime(w.cfg.RetryMaxElapsed),
+		backoff.WithClockProvider(w.clock),
+	)
+	policy := &retryAfterBackOff{ExponentialBackOff: exp}
+
+	var last error
+	op := func() error {
+		if err := w.waitRate(soft); err != nil {
+			return backoff.Permanent(err)
+		}
+		if a.first.IsZero() {
+			a.first = w.clock.Now()
+		}
+		start := time.Now() // a measurement, not policy: always the wall clock
+		err := call(hard)
+		took := time.Since(start)
+		a.count++
+		a.last = w.clock.Now()
+		a.upstream += took
+		w.metrics.upstreamCall(t.op, err, took)
+		if err == nil {
+			return nil
+		}
+		last = err
+		if idenfy.Ambiguous(err) {
+			a.ambiguous = true
+		}
+		if !retryable(err) {
+			return backoff.Permanent(err)
+		}
+		var ae *idenfy.APIError
+		if errors.As(err, &ae) && ae.RetryAfter > 0 {
+			policy.retryAfter = ae.RetryAfter
+		}
+		return err
+	}
+	notify := func(err error, wait time.Duration) {
+		w.metrics.retried(t.op)
+		t.log.Debug().Err(err).Int("attempt", a.count).Dur("wait", wait).Msg("retrying the iDenfy call")
+	}
+	err := backoff.RetryNotifyWithTimer(op, backoff.WithContext(policy, soft), notify, &clockTimer{clock: w.clock})
+	if err == nil {
+		return nil
+	}
+	if last == nil {
+		// No attempt was made: the rate-limit wait was cut short.
+		return err
+	}
+	return last
+}
+
+// retryable reports whether an attempt's error is worth another attempt:
+// connection errors, timeouts, 429, 500, 502, 503, 504, and 2xx answers that
+// could not be read. Never other 4xx, never a cancelled request.
+func retryable(err error) bool {
+	if errors.Is(err, idenfy.ErrRateLimited) {
+		return true
+	}
+	var ae *idenfy.APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	var te *idenfy.TransportError
+	if errors.As(err, &te) {
+		return !errors.Is(err, context.Canceled)
+	}
+	return errors.Is(err, idenfy.ErrInvalidResponse)
+}
+
+// contractError maps the last error of a request to the contract's error
+// code. It is the one table from errors to codes.
+func contractError(err error, a *attempts) *messages.Error {
+	var me *messages.Error
+	if errors.As(err, &me) {
+		return me
+	}
+	over := a.summary()
+	var ae *idenfy.APIError
+	switch {
+	case errors.Is(err, idenfy.ErrUnauthorized):
+		errors.As(err, &ae)
+		return messages.NewError(messages.CodeUnauthorized,
+			fmt.Sprintf("iDenfy refused the worker's credentials (HTTP %d): an operator must check the API key and secret", ae.Status))
+	case errors.Is(err, idenfy.ErrQuotaExhausted):
+		return messages.NewError(messages.CodeQuotaExhausted, "iDenfy has no credits or funds left for this account")
+	case errors.Is(err, idenfy.ErrRateLimited):
+		return messages.NewError(messages.CodeRateLimited, "iDenfy answered 429 (too many requests) "+over)
+	case errors.Is(err, idenfy.ErrServerError):
+		errors.As(err, &ae)
+		return messages.NewError(messages.CodeUpstreamUnavailable, fmt.Sprintf("iDenfy answered %d %s", ae.Status, over))
+	case errors.As(err, &ae):
+		if ae.Status >= 400 && ae.Status < 500 {
+			msg := fmt.Sprintf("iDenfy rejected the request (HTTP %d", ae.Status)
+			if ae.Identifier != "" {
+				msg += " " + ae.Identifier
+			}
+			return messages.NewError(messages.CodeUpstreamRejected, msg+"): "+ae.Message)
+		}
+		return messages.NewError(messages.CodeUpstreamUnavailable, fmt.Sprintf("iDenfy answered an unexpected HTTP %d", ae.Status))
+	case errors.Is(err, idenfy.ErrInvalidResponse):
+		return messages.NewError(messages.CodeUpstreamUnavailable, "iDenfy's answer could not be read "+over)
+	}
+	var te *idenfy.TransportError
+	if errors.As(err, &te) {
+		what := "could not reach iDenfy"
+		if te.Timeout() {
+			what = "iDenfy did not answer in time"
+		}
+		return messages.NewError(messages.CodeUpstreamUnavailable, what+" "+over)
+	}
+	return messages.NewError(messages.CodeUpstreamUnavailable, "iDenfy call failed "+over)
+}
+
+// summary says "on 3 attempts over 20s" for error messages.
+func (a *attempts) summary() string {
+	if a.count <= 1 {
+		return "on 1 attempt"
+	}
+	return fmt.Sprintf("on %d attempts over %s", a.count, a.last.Sub(a.first).Round(100*time.Millisecond))
+}

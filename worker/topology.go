@@ -1,0 +1,153 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Settings of the stream and consumer the worker creates when they are
+// missing. Existing ones are used as they are: an operator may have tuned
+// them, and the worker reads what it needs (AckWait, MaxDeliver) from them.
+const (
+	jobAckWait       = 30 * time.Second
+	jobMaxDeliver    = 20
+	jobDedupWindow   = 2 * time.Minute
+	jobMaxMsgSize    = 64 << 10
+	minMaxAckPending = 1000
+)
+
+// ensureBuckets opens the outcome bucket and, with send limits on, the
+// limits bucket, creating them when missing.
+func (w *Worker) ensureBuckets(ctx context.Context) error {
+	kv, err := w.ensureBucket(ctx, jetstream.KeyValueConfig{
+		Bucket:      w.cfg.Bucket,
+		Description: "idenfy-worker outcomes, claims and verify memory",
+		TTL:         w.cfg.ResultTTL,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    w.cfg.Replicas,
+	})
+	if err != nil {
+		return err
+	}
+	w.store = &store{kv: kv, secret: w.cfg.HashKey, owner: w.id, lease: w.lease, clock: w.clock}
+	if len(w.cfg.SendLimits) == 0 {
+		return nil
+	}
+	w.store.limits, err = w.ensureBucket(ctx, jetstream.KeyValueConfig{
+		Bucket:      w.cfg.Bucket + "_limits",
+		Description: "idenfy-worker per-number send counters",
+		TTL:         w.longestWindow(),
+		History:     1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    w.cfg.Replicas,
+	})
+	return err
+}
+
+func (w *Worker) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := w.js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = w.js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = w.js.KeyValue(ctx, cfg.Bucket)
+		} else if err == nil {
+			w.log.Info().Str("bucket", cfg.Bucket).Dur("ttl", cfg.TTL).Int("replicas", cfg.Replicas).Msg("created KV bucket")
+			return kv, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker: opening KV bucket %s: %w", cfg.Bucket, err)
+	}
+	status, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("worker: reading KV bucket %s: %w", cfg.Bucket, err)
+	}
+	if ttl := status.TTL(); ttl != 0 && ttl < cfg.TTL {
+		w.log.Warn().Str("bucket", cfg.Bucket).Dur("ttl", ttl).Dur("want", cfg.TTL).
+			Msg("existing KV bucket forgets sooner than configured; using it as it is")
+	}
+	return kv, nil
+}
+
+// ensureJobs opens the jobs stream and its durable consumer, creating them
+// when missing.
+func (w *Worker) ensureJobs(ctx context.Context) (jetstream.Consumer, error) {
+	if err := w.ensureStream(ctx); err != nil {
+		return nil, err
+	}
+	return w.ensureConsumer(ctx)
+}
+
+func (w *Worker) ensureStream(ctx context.Context) error {
+	stream, err := w.js.Stream(ctx, w.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		_, err = w.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        w.cfg.Stream,
+			Description: "idenfy-worker durable send and verify jobs",
+			Subjects:    []string{w.subj.Jobs},
+			Retention:   jetstream.WorkQueuePolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    w.cfg.Replicas,
+			Duplicates:  jobDedupWindow,
+			MaxMsgSize:  jobMaxMsgSize,
+		})
+		if err == nil {
+			w.log.Info().Str("stream", w.cfg.Stream).Str("subjects", w.subj.Jobs).Int("replicas", w.cfg.Replicas).Msg("created jobs stream")
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("worker: creating stream %s: %w", w.cfg.Stream, err)
+		}
+		stream, err = w.js.Stream(ctx, w.cfg.Stream)
+	}
+	if err != nil {
+		return fmt.Errorf("worker: opening stream %s: %w", w.cfg.Stream, err)
+	}
+	cfg := stream.CachedInfo().Config
+	if !slices.Contains(cfg.Subjects, w.subj.Jobs) &&
+		!(slices.Contains(cfg.Subjects, w.subj.JobsSend) && slices.Contains(cfg.Subjects, w.subj.JobsVerify)) {
+		w.log.Warn().Str("stream", w.cfg.Stream).Strs("subjects", cfg.Subjects).Str("want", w.subj.Jobs).
+			Msg("existing stream may not capture the job subjects; using it as it is")
+	}
+	if cfg.Retention != jetstream.WorkQueuePolicy {
+		w.log.Warn().Str("stream", w.cfg.Stream).Str("retention", cfg.Retention.String()).
+			Msg("existing stream is not a work queue: acked jobs stay stored")
+	}
+	return nil
+}
+
+func (w *Worker) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := w.js.Consumer(ctx, w.cfg.Stream, w.cfg.Consumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = w.js.CreateConsumer(ctx, w.cfg.Stream, jetstream.ConsumerConfig{
+			Durable:       w.cfg.Consumer,
+			Description:   "idenfy-worker job consumer, shared by every worker",
+			FilterSubject: w.subj.Jobs,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       jobAckWait,
+			MaxDeliver:    jobMaxDeliver,
+			// Room for many workers at full concurrency: each pulls only what
+			// its pool can take, so this bounds the cluster, not one process.
+			MaxAckPending: max(minMaxAckPending, 10*w.cfg.Concurrency),
+		})
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			cons, err = w.js.Consumer(ctx, w.cfg.Stream, w.cfg.Consumer)
+		} else if err == nil {
+			w.log.Info().Str("stream", w.cfg.Stream).Str("consumer", w.cfg.Consumer).Msg("created jobs consumer")
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker: opening consumer %s on stream %s: %w", w.cfg.Consumer, w.cfg.Stream, err)
+	}
+	if mp := cons.CachedInfo().Config.MaxAckPending; mp > 0 && mp < w.cfg.Concurrency {
+		w.log.Warn().Int("max_ack_pending", mp).Int("concurrency", w.cfg.Concurrency).
+			Msg("the consumer's MaxAckPending is below this worker's concurrency: jobs will not fill the pool")
+	}
+	return cons, nil
+}

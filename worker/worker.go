@@ -1,0 +1,528 @@
+// Package worker connects NATS to iDenfy: it serves the request/reply intake
+// as a NATS micro service and the durable-jobs intake as a JetStream
+// consumer, runs every request through one handler core (guard, idempotency,
+// the iDenfy call under exponential backoff) and publishes every outcome.
+//
+// A Worker is built from a Config with New, started with Start and stopped
+// with Shutdown. It does not own the NATS connection or the HTTP client: the
+// caller (cmd/idenfy-worker) builds both and closes them after Shutdown.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/idenfy-worker/idenfy-worker/idenfy"
+	"github.com/idenfy-worker/idenfy-worker/messages"
+)
+
+// Version is the worker's version, as the micro service announces it.
+const Version = "0.1.0"
+
+// Defaults of Config.
+const (
+	DefaultStream          = "IDENFY_PHONE_JOBS"
+	DefaultBucket          = "idenfy_phone"
+	DefaultConsumer        = "idenfy-workers"
+	DefaultConcurrency     = 64
+	DefaultRetryMaxElapsed = 20 * time.Second
+	DefaultJobMaxAge       = 5 * time.Minute
+	DefaultResultTTL       = 15 * time.Minute
+	DefaultShutdownTimeout = 30 * time.Second
+)
+
+// RateLimit allows N upstream calls per Per; the zero value means no limit.
+type RateLimit struct {
+	N   int
+	Per time.Duration
+}
+
+func (r RateLimit) String() string {
+	if r.N == 0 {
+		return "unlimited"
+	}
+	return fmt.Sprintf("%d/%s", r.N, formatWindow(r.Per))
+}
+
+// ParseRateLimit reads "10000/1h"; "" means no limit.
+func ParseRateLimit(s string) (RateLimit, error) {
+	if s == "" {
+		return RateLimit{}, nil
+	}
+	n, per, err := parseRate(s)
+	if err != nil {
+		return RateLimit{}, err
+	}
+	return RateLimit{N: n, Per: per}, nil
+}
+
+// Config configures a Worker. Conn, Client and HashKey are required; every
+// other zero value means its default.
+type Config struct {
+	// Conn is the NATS connection; the caller owns it.
+	Conn *nats.Conn
+	// Client calls iDenfy.
+	Client *idenfy.Client
+	// HashKey keys the hashes of phone numbers, codes and idempotency keys
+	// kept in JetStream, so that they cannot be reversed by enumeration.
+	// Every worker of a deployment needs the same one.
+	HashKey []byte
+
+	Logger zerolog.Logger
+
+	Prefix   string // subject prefix, messages.DefaultPrefix
+	Stream   string // jobs stream, DefaultStream
+	Consumer string // durable consumer of the stream, DefaultConsumer
+	Bucket   string // KV bucket of outcomes; send counters go to Bucket+"_limits"
+	Replicas int    // replicas of the stream and buckets it creates, 1
+
+	Concurrency     int           // in-flight requests per process, shared by both intakes
+	RateLimit       RateLimit     // upstream calls per process
+	RetryMaxElapsed time.Duration // backoff budget of one request
+	JobMaxAge       time.Duration // older jobs fail with expired
+	ResultTTL       time.Duration // how long outcomes are remembered
+	ShutdownTimeout time.Duration // how long Shutdown waits for requests in flight
+
+	// AllowedCountries is an ISO 3166 alpha-2 allow-list; empty allows all.
+	AllowedCountries []string
+	// SendLimits per number; nil means none (use DefaultSendLimits for the
+	// contract's default).
+	SendLimits []SendLimit
+
+	// DisableRequests and DisableJobs turn an intake off.
+	DisableRequests bool
+	DisableJobs     bool
+
+	// Registerer receives the worker's metrics; nil registers nowhere.
+	Registerer prometheus.Registerer
+}
+
+func (c *Config) setDefaults() {
+	if c.Prefix == "" {
+		c.Prefix = messages.DefaultPrefix
+	}
+	if c.Stream == "" {
+		c.Stream = DefaultStream
+	}
+	if c.Consumer == "" {
+		c.Consumer = DefaultConsumer
+	}
+	if c.Bucket == "" {
+		c.Bucket = DefaultBucket
+	}
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.RetryMaxElapsed == 0 {
+		c.RetryMaxElapsed = DefaultRetryMaxElapsed
+	}
+	if c.JobMaxAge == 0 {
+		c.JobMaxAge = DefaultJobMaxAge
+	}
+	if c.ResultTTL == 0 {
+		c.ResultTTL = DefaultResultTTL
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+}
+
+func (c *Config) valid() error {
+	switch {
+	case c.Conn == nil:
+		return errors.New("worker: Config.Conn is required")
+	case c.Client == nil:
+		return errors.New("worker: Config.Client is required")
+	case len(c.HashKey) == 0:
+		return errors.New("worker: Config.HashKey is required")
+	case c.Replicas < 1 || c.Replicas > 5:
+		return fmt.Errorf("worker: replicas %d is not between 1 and 5", c.Replicas)
+	case c.Concurrency < 1:
+		return fmt.Errorf("worker: concurrency %d is not positive", c.Concurrency)
+	case c.RetryMaxElapsed < 0, c.JobMaxAge < 0, c.ResultTTL < 0, c.ShutdownTimeout < 0:
+		return errors.New("worker: durations may not be negative")
+	case c.RateLimit.N < 0 || (c.RateLimit.N > 0 && c.RateLimit.Per <= 0):
+		return fmt.Errorf("worker: rate limit %v is not valid", c.RateLimit)
+	}
+	if err := messages.ValidatePrefix(c.Prefix); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	for _, l := range c.SendLimits {
+		if l.Count < 1 || l.Window < time.Second {
+			return fmt.Errorf("worker: send limit %v is not valid", l)
+		}
+	}
+	return nil
+}
+
+// Option configures a Worker beyond its Config.
+type Option func(*Worker) error
+
+// WithClock replaces the wall clock, for tests.
+func WithClock(c Clock) Option {
+	return func(w *Worker) error {
+		if c == nil {
+			return errors.New("worker: nil clock")
+		}
+		w.clock = c
+		return nil
+	}
+}
+
+// WithLease sets how long a claim on an idempotency key lasts without
+// renewal (default 30s): a worker that dies holding it delays that job by
+// about this much.
+func WithLease(d time.Duration) Option {
+	return func(w *Worker) error {
+		if d < 100*time.Millisecond {
+			return fmt.Errorf("worker: lease %v is shorter than 100ms", d)
+		}
+		w.lease = d
+		return nil
+	}
+}
+
+// WithJobRetryDelay sets the pause before a job that failed retryably (an
+// outage or rate limit that outlasted the retry budget) is delivered again;
+// it doubles with each delivery up to a minute. The default is 5s.
+func WithJobRetryDelay(d time.Duration) Option {
+	return func(w *Worker) error {
+		if d <= 0 {
+			return fmt.Errorf("worker: job retry delay %v is not positive", d)
+		}
+		w.jobRetryBase = d
+		return nil
+	}
+}
+
+// Worker serves both intakes. Its methods are safe for concurrent use.
+type Worker struct {
+	cfg    Config
+	log    zerolog.Logger
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	client *idenfy.Client
+	subj   messages.Subjects
+	clock  Clock
+	id     string
+	lease  time.Duration
+	// jobRetryBase is the first pause of a job handed back to retry later.
+	jobRetryBase time.Duration
+	limiter      *rate.Limiter
+	store        *store
+	metrics      *metrics
+
+	// slots bounds the requests in flight; both intakes take one per request.
+	slots chan struct{}
+	tasks tracker
+
+	// soft ends when shutdown starts: stop taking work, stop waiting
+	// between attempts. hard ends when the shutdown timeout passes: cut
+	// attempts under way.
+	soft, hard         context.Context
+	stopSoft, stopHard context.CancelFunc
+
+	mu       sync.Mutex
+	mine     map[string]struct{} // idempotency keys this process works on
+	started  bool
+	svc      micro.Service
+	jobs     *jobIntake
+	stats    [2]endpointStats
+	shutOnce sync.Once
+	ready    atomic.Bool
+}
+
+// New checks cfg and returns a Worker that is not started yet.
+func New(cfg Config, opts ...Option) (*Worker, error) {
+	cfg.setDefaults()
+	if err := cfg.valid(); err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		cfg:          cfg,
+		log:          cfg.Logger,
+		nc:           cfg.Conn,
+		client:       cfg.Client,
+		subj:         messages.NewSubjects(cfg.Prefix),
+		clock:        systemClock{},
+		id:           nuid.Next(),
+		lease:        30 * time.Second,
+		jobRetryBase: 5 * time.Second,
+		slots:        make(chan struct{}, cfg.Concurrency),
+		mine:         make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		if err := opt(w); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.RateLimit.N > 0 {
+		w.limiter = rate.NewLimiter(rate.Every(cfg.RateLimit.Per/time.Duration(cfg.RateLimit.N)), 1)
+	}
+	var err error
+	w.js, err = jetstream.New(cfg.Conn)
+	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	w.metrics = newMetrics(w, cfg.Registerer)
+	w.soft, w.stopSoft = context.WithCancel(context.Background())
+	w.hard, w.stopHard = context.WithCancel(context.Background())
+	return w, nil
+}
+
+// ID identifies this worker process in claims and in the micro service.
+func (w *Worker) ID() string { return w.id }
+
+// ServiceID is the instance id of the worker's micro service, as `nats
+// micro info` shows it; empty before Start or with requests disabled.
+func (w *Worker) ServiceID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.svc == nil {
+		return ""
+	}
+	return w.svc.Info().ID
+}
+
+// Subjects returns the subjects the worker serves.
+func (w *Worker) Subjects() messages.Subjects { return w.subj }
+
+// Start creates what is missing of the stream, consumer and buckets, then
+// starts both intakes. ctx bounds the set-up only.
+func (w *Worker) Start(ctx context.Context) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.started:
+		return errors.New("worker: already started")
+	case w.stopping():
+		return errors.New("worker: shut down")
+	}
+	if err := w.ensureBuckets(ctx); err != nil {
+		return err
+	}
+	var cons jetstream.Consumer
+	if !w.cfg.DisableJobs {
+		var err error
+		if cons, err = w.ensureJobs(ctx); err != nil {
+			return err
+		}
+	}
+	if !w.cfg.DisableRequests {
+		if err := w.startService(); err != nil {
+			return fmt.Errorf("worker: starting the micro service: %w", err)
+		}
+		// Once Start returns, the server knows the subscriptions: a request
+		// sent now finds a responder.
+		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := w.nc.FlushWithContext(fctx)
+		cancel()
+		if err != nil {
+			_ = w.svc.Stop()
+			w.svc = nil
+			return fmt.Errorf("worker: registering the micro service: %w", err)
+		}
+	}
+	if cons != nil {
+		w.jobs = newJobIntake(w, cons)
+		go w.jobs.run()
+	}
+	w.started = true
+	w.ready.Store(true)
+	ev := w.log.Info().Str("worker_id", w.id)
+	if w.svc != nil {
+		ev = ev.Str("service_id", w.svc.Info().ID)
+	}
+	ev.Str("prefix", w.cfg.Prefix).
+		Bool("requests", !w.cfg.DisableRequests).Bool("jobs", !w.cfg.DisableJobs).
+		Int("concurrency", w.cfg.Concurrency).Msg("worker started")
+	return nil
+}
+
+// Shutdown stops taking work, lets requests in flight finish within the
+// shutdown timeout (or ctx, whichever ends first), answers shutting_down to
+// requests and hands jobs back for those that cannot, and returns when
+// nothing is in flight. The caller drains the NATS connection afterwards.
+func (w *Worker) Shutdown(ctx context.Context) error {
+	w.shutOnce.Do(func() {
+		w.ready.Store(false)
+		w.log.Info().Msg("worker stopping: no new work")
+		w.stopSoft()
+		w.mu.Lock()
+		svc, jobs := w.svc, w.jobs
+		w.mu.Unlock()
+		if svc != nil {
+			if err := svc.Stop(); err != nil {
+				w.log.Warn().Err(err).Msg("stopping the micro service")
+			}
+			// Once the server has the unsubscribes, requests go to other
+			// workers instead of being answered shutting_down here.
+			fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_ = w.nc.FlushWithContext(fctx)
+			cancel()
+		}
+		if jobs != nil {
+			jobs.stop()
+		}
+	})
+
+	done := w.tasks.close()
+	timer := time.NewTimer(w.cfg.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		w.stopHard()
+		w.log.Info().Msg("worker stopped")
+		return nil
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	w.log.Warn().Msg("shutdown timeout: cutting the calls still in flight")
+	w.stopHard()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(5 * time.Second):
+		return errors.New("worker: requests still in flight after the shutdown timeout")
+	}
+}
+
+// Ready reports why the worker does not serve, or nil when it does:
+// started and not stopping, connected to NATS, the jobs consumer consuming,
+// the KV bucket reachable.
+func (w *Worker) Ready(ctx context.Context) error {
+	if !w.ready.Load() {
+		return errors.New("not serving (starting or stopping)")
+	}
+	if !w.nc.IsConnected() {
+		return fmt.Errorf("NATS connection is %s", w.nc.Status())
+	}
+	w.mu.Lock()
+	jobs, st := w.jobs, w.store
+	w.mu.Unlock()
+	if jobs != nil && !jobs.consuming.Load() {
+		return errors.New("the jobs consumer is not consuming")
+	}
+	if _, err := st.kv.Status(ctx); err != nil {
+		return fmt.Errorf("KV bucket %s unreachable: %w", w.cfg.Bucket, err)
+	}
+	return nil
+}
+
+func (w *Worker) stopping() bool { return w.soft.Err() != nil }
+
+// acquireSlot takes a place in the pool, or fails when shutdown starts.
+func (w *Worker) acquireSlot() bool {
+	select {
+	case w.slots <- struct{}{}:
+	default:
+		w.metrics.poolFull()
+		select {
+		case w.slots <- struct{}{}:
+		case <-w.soft.Done():
+			return false
+		}
+	}
+	if !w.tasks.add() {
+		<-w.slots
+		return false
+	}
+	return true
+}
+
+func (w *Worker) releaseSlot() {
+	<-w.slots
+	w.tasks.done()
+}
+
+// tracker counts requests in flight and tells when the last one ends after
+// it was closed. Unlike a WaitGroup, adding after closing is refused rather
+// than racing with the wait.
+type tracker struct {
+	mu     sync.Mutex
+	n      int
+	closed bool
+	idle   chan struct{}
+}
+
+func (t *tracker) add() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.n++
+	return true
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.n--
+	if t.closed && t.n == 0 {
+		close(t.idle)
+	}
+}
+
+// close refuses further adds and returns a channel closed once none is in
+// flight.
+func (t *tracker) close() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.closed {
+		t.closed = true
+		t.idle = make(chan struct{})
+		if t.n == 0 {
+			close(t.idle)
+		}
+	}
+	return t.idle
+}
+
+func (t *tracker) count() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.n
+}
+
+// waitRate waits for the process's upstream rate limit.
+func (w *Worker) waitRate(ctx context.Context) error {
+	if w.limiter == nil {
+		return nil
+	}
+	return w.limiter.Wait(ctx)
+}
+
+func (w *Worker) markMine(key string) {
+	w.mu.Lock()
+	w.mine[key] = struct{}{}
+	w.mu.Unlock()
+}
+
+func (w *Worker) unmarkMine(key string) {
+	w.mu.Lock()
+	delete(w.mine, key)
+	w.mu.Unlock()
+}
+
+func (w *Worker) isMine(key string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.mine[key]
+	return ok
+}
