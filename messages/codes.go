@@ -52,11 +52,12 @@ var Codes = []Code{
 }
 
 // Retryable reports whether asking again (later, with the same input) may
-// give a different answer.
+// give a different answer. It is the default of an Error's Retryable field.
 //
-// outcome_unknown is not retryable: asking again may text the user again, and
-// a code iDenfy already accepted is refused the second time. The caller should
-// start over with a new send instead.
+// outcome_unknown defaults to false, which is right for a verify: iDenfy
+// refuses a code it already accepted, so asking again cannot tell. The worker
+// marks a send's outcome_unknown retryable instead: a new send is the way
+// forward, even though it texts the user again.
 func (c Code) Retryable() bool {
 	switch c {
 	case CodeRateLimited, CodeUpstreamUnavailable, CodeExpired,

@@ -179,10 +179,10 @@ func deref(s *string) string {
 // 15 digits, the first not 0, nothing else.
 func ValidatePhoneNumber(s string) error {
 	if s == "" {
-		return NewError(CodeInvalidPhoneNumber, "phone_number is required, in E.164 form, e.g. +12025550163")
+		return NewError(CodeInvalidPhoneNumber, "phone_number is required: '+', the country code, then the number, digits only")
 	}
 	if !isE164(s) {
-		return NewError(CodeInvalidPhoneNumber, "phone_number must be E.164: '+' then 7 to 15 digits, the first not 0, no spaces or dashes, e.g. +12025550163")
+		return NewError(CodeInvalidPhoneNumber, "phone_number must be E.164: '+', then 7 to 15 digits starting with the country code (not 0), no spaces or dashes")
 	}
 	return nil
 }

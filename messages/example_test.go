@@ -17,7 +17,7 @@ func ExampleDecodeSendRequest() {
 	}
 	// Output:
 	// invalid_phone_number false
-	// phone_number must be E.164: '+' then 7 to 15 digits, the first not 0, no spaces or dashes, e.g. +12025550163
+	// phone_number must be E.164: '+', then 7 to 15 digits starting with the country code (not 0), no spaces or dashes
 	// signup-42
 }
 
