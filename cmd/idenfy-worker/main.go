@@ -1,0 +1,357 @@
+// The idenfy-worker command runs the worker that verifies phone numbers
+// through iDenfy for services on NATS.
+//
+// Usage:
+//
+//	idenfy-worker           run the worker, configured by the environment
+//	idenfy-worker sandbox   run everything in one process to try it by hand:
+//	                        embedded NATS, the iDenfy simulator, the worker
+//	idenfy-worker demo      the sandbox plus a scripted story; exits 0 only
+//	                        if every step behaved
+//
+// The environment variables are listed in README.md; a missing or malformed
+// one stops start-up with one line naming it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/idenfy-worker/idenfy-worker/idenfy"
+	"github.com/idenfy-worker/idenfy-worker/worker"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv); err != nil {
+		fmt.Fprintln(os.Stderr, "idenfy-worker:", err)
+		var ce *configError
+		if errors.As(err, &ce) || errors.Is(err, errUsage) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New(`usage: idenfy-worker [sandbox | demo]`)
+
+// run is the whole program, so that tests can start it on random ports.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) error {
+	if len(args) == 0 {
+		return runWorker(ctx, stderr, lookup)
+	}
+	switch args[0] {
+	case "sandbox":
+		return runSandbox(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprintln(stdout, errUsage)
+		return nil
+	}
+	return fmt.Errorf("%w (unknown command %q)", errUsage, args[0])
+}
+
+// runWorker is the production worker: configuration from the environment,
+// NATS and iDenfy connections, both intakes, metrics, and a graceful
+// shutdown on SIGINT/SIGTERM.
+func runWorker(ctx context.Context, stderr io.Writer, lookup func(string) (string, bool)) error {
+	cfg, err := loadConfig(lookup)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	logConfig(log, cfg)
+
+	nc, err := connectNATS(cfg, log, "idenfy-worker")
+	if err != nil {
+		return fmt.Errorf("connecting to NATS: %w", err)
+	}
+	defer nc.Close()
+	d := deps{log: log, nc: nc, registry: newRegistry()}
+	return serve(ctx, cfg, d)
+}
+
+// deps are what serve needs beyond the configuration.
+type deps struct {
+	log      zerolog.Logger
+	nc       *nats.Conn
+	registry *prometheus.Registry
+	// started, when set, receives the worker once it serves.
+	started func(*worker.Worker, string)
+}
+
+// serve runs a worker until ctx ends, then shuts it down gracefully and
+// drains the NATS connection.
+func serve(ctx context.Context, cfg config, d deps) error {
+	client, err := idenfy.NewClient(
+		idenfy.Config{BaseURL: cfg.BaseURL, APIKey: cfg.APIKey, APISecret: cfg.APISecret},
+		idenfy.WithTimeout(cfg.Timeout),
+		idenfy.WithMaxConnections(cfg.Concurrency),
+		idenfy.WithUserAgent("idenfy-worker/"+worker.Version),
+	)
+	if err != nil {
+		return err
+	}
+	w, err := worker.New(worker.Config{
+		Conn:             d.nc,
+		Client:           client,
+		HashKey:          cfg.HashKey,
+		Logger:           d.log,
+		Prefix:           cfg.Prefix,
+		Stream:           cfg.Stream,
+		Bucket:           cfg.Bucket,
+		Replicas:         cfg.Replicas,
+		Concurrency:      cfg.Concurrency,
+		RateLimit:        cfg.RateLimit,
+		RetryMaxElapsed:  cfg.RetryMax,
+		JobMaxAge:        cfg.JobMaxAge,
+		ResultTTL:        cfg.ResultTTL,
+		ShutdownTimeout:  cfg.Shutdown,
+		AllowedCountries: cfg.Countries,
+		SendLimits:       cfg.SendLimits,
+		Registerer:       d.registry,
+	})
+	if err != nil {
+		return err
+	}
+
+	metricsURL := ""
+	if cfg.MetricsAddr != "" {
+		srv, addr, err := serveMetrics(cfg.MetricsAddr, d.registry, w)
+		if err != nil {
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		metricsURL = "http://" + addr
+		d.log.Info().Str("addr", addr).Msg("serving /metrics, /healthz and /readyz")
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+
+	if err := startWithRetry(ctx, w, d.log); err != nil {
+		return err
+	}
+	if d.started != nil {
+		d.started(w, metricsURL)
+	}
+	<-ctx.Done()
+
+	d.log.Info().Msg("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown+10*time.Second)
+	defer cancel()
+	if err := w.Shutdown(sctx); err != nil {
+		d.log.Warn().Err(err).Msg("shutdown")
+	}
+	if err := drain(d.nc, 10*time.Second); err != nil {
+		d.log.Warn().Err(err).Msg("draining the NATS connection")
+	}
+	d.log.Info().Msg("bye")
+	return nil
+}
+
+// startWithRetry starts the worker, waiting for NATS and JetStream when they
+// are not up yet (a worker container often starts first).
+func startWithRetry(ctx context.Context, w *worker.Worker, log zerolog.Logger) error {
+	wait := 500 * time.Millisecond
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		err := w.Start(sctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		log.Warn().Err(err).Dur("retry_in", wait).Msg("worker cannot start yet")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped before the worker could start: %w", err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 15*time.Second)
+	}
+}
+
+// drain drains the connection: pending publishes (results, acks) are
+// flushed before it closes.
+func drain(nc *nats.Conn, timeout time.Duration) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		return err
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return errors.New("drain timed out")
+	}
+}
+
+func newLogger(out io.Writer, level zerolog.Level, format string) zerolog.Logger {
+	if format == "console" {
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+}
+
+// logConfig logs the effective configuration once, secrets left out.
+func logConfig(log zerolog.Logger, c config) {
+	countries := "all"
+	if len(c.Countries) > 0 {
+		countries = strings.Join(c.Countries, ",")
+	}
+	limits := make([]string, len(c.SendLimits))
+	for i, l := range c.SendLimits {
+		limits[i] = l.String()
+	}
+	log.Info().
+		Str("nats_url", redactURLs(c.NATSURL)).
+		Bool("nats_creds", c.NATSCreds != "").
+		Bool("nats_nkey", c.NATSNKey != "").
+		Bool("nats_tls", c.NATSTLSCA != "" || c.NATSTLSCert != "").
+		Str("idenfy_base_url", c.BaseURL).
+		Str("idenfy_api_key", "[redacted]").
+		Str("idenfy_api_secret", "[redacted]").
+		Dur("idenfy_timeout", c.Timeout).
+		Str("subject_prefix", c.Prefix).
+		Str("stream", c.Stream).
+		Str("kv_bucket", c.Bucket).
+		Int("replicas", c.Replicas).
+		Int("concurrency", c.Concurrency).
+		Str("rate_limit", c.RateLimit.String()).
+		Dur("retry_max_elapsed", c.RetryMax).
+		Dur("job_max_age", c.JobMaxAge).
+		Dur("result_ttl", c.ResultTTL).
+		Dur("shutdown_timeout", c.Shutdown).
+		Str("allowed_countries", countries).
+		Str("send_limits", strings.Join(limits, ",")).
+		Str("metrics_addr", c.MetricsAddr).
+		Msg("configuration")
+	if c.ResultTTL < 10*time.Minute {
+		log.Warn().Dur("result_ttl", c.ResultTTL).Msg("WORKER_RESULT_TTL is shorter than a code's 10-minute life: a verify asked again late may reach iDenfy and be refused")
+	}
+}
+
+// redactURLs drops user info (passwords, tokens) from server URLs. It does
+// not parse them: an entry may lack its scheme ("user:pass@host:4222", which
+// nats.go accepts) or not parse at all, and must be redacted all the same.
+func redactURLs(list string) string {
+	parts := strings.Split(list, ",")
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		start := 0
+		if j := strings.Index(p, "://"); j >= 0 {
+			start = j + len("://")
+		}
+		// The last '@' ends the user info, as in net/url.
+		if at := strings.LastIndex(p, "@"); at >= start {
+			p = p[:start] + "[redacted]" + p[at:]
+		}
+		parts[i] = p
+	}
+	return strings.Join(parts, ",")
+}
+
+// connectNATS connects with the options of a long-running worker: reconnect
+// forever with jitter, buffer publishes while reconnecting, and log every
+// change of the connection.
+func connectNATS(c config, log zerolog.Logger, name string) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
+		nats.ReconnectBufSize(64 << 20),
+		nats.RetryOnFailedConnect(true),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("NATS connected")
+		}),
+		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return
+			}
+			log.Warn().Err(err).Msg("NATS disconnected; reconnecting")
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("NATS reconnected")
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			ev := log.Error().Err(err)
+			if sub != nil {
+				ev = ev.Str("subject", sub.Subject)
+			}
+			ev.Msg("NATS error")
+		}),
+	}
+	if c.NATSCreds != "" {
+		opts = append(opts, nats.UserCredentials(c.NATSCreds))
+	}
+	if c.NATSNKey != "" {
+		opt, err := nats.NkeyOptionFromSeed(c.NATSNKey)
+		if err != nil {
+			return nil, fmt.Errorf("NATS_NKEY: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if c.NATSTLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.NATSTLSCA))
+	}
+	if c.NATSTLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.NATSTLSCert, c.NATSTLSKey))
+	}
+	return nats.Connect(c.NATSURL, opts...)
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// serveMetrics serves /metrics, /healthz (the process is alive) and /readyz
+// (the worker serves: connected, subscribed, its store reachable).
+func serveMetrics(addr string, reg *prometheus.Registry, w *worker.Worker) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(rw, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := w.Ready(ctx); err != nil {
+			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(rw, "ready")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, ln.Addr().String(), nil
+}

@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/messages"
+	"github.com/idenfy-worker/idenfy-worker/worker"
+)
+
+// sandboxOptions say where the sandbox listens. A port of -1 (or an address
+// with port 0) means a random one; a busy preferred port falls back to a
+// random one.
+type sandboxOptions struct {
+	natsPort    int
+	simAddr     string
+	metricsAddr string
+	logLevel    zerolog.Level
+	logs        io.Writer                 // worker logs
+	deliveries  func(idenfytest.Delivery) // each SMS or call the simulator makes
+	sendLimits  []worker.SendLimit
+}
+
+// sandbox is everything in one process: an embedded NATS server with
+// JetStream in a temporary directory, the iDenfy simulator over HTTP, and a
+// worker pointed at both.
+type sandbox struct {
+	ns         *server.Server
+	natsURL    string
+	sim        *idenfytest.Simulator
+	simURL     string
+	simSrv     *http.Server
+	worker     *worker.Worker
+	metricsURL string
+	cfg        config
+	dir        string
+
+	stop      context.CancelFunc
+	done      chan error
+	closeOnce sync.Once
+}
+
+func startSandbox(opts sandboxOptions) (sb *sandbox, err error) {
+	sb = &sandbox{done: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			sb.Close()
+		}
+	}()
+	if sb.dir, err = os.MkdirTemp("", "idenfy-sandbox-*"); err != nil {
+		return nil, err
+	}
+	if err := sb.startNATS(opts.natsPort); err != nil {
+		return nil, err
+	}
+	if err := sb.startSimulator(opts.simAddr, opts.deliveries); err != nil {
+		return nil, err
+	}
+
+	metricsAddr := opts.metricsAddr
+	if metricsAddr != "" {
+		metricsAddr = freeAddr(metricsAddr)
+	}
+	sb.cfg = config{
+		NATSURL:     sb.natsURL,
+		APIKey:      idenfytest.DefaultAPIKey,
+		APISecret:   idenfytest.DefaultAPISecret,
+		HashKey:     []byte("idenfy-worker sandbox hash key"),
+		BaseURL:     sb.simURL,
+		Timeout:     10 * time.Second,
+		Prefix:      messages.DefaultPrefix,
+		Stream:      worker.DefaultStream,
+		Bucket:      worker.DefaultBucket,
+		Replicas:    1,
+		Concurrency: worker.DefaultConcurrency,
+		RetryMax:    worker.DefaultRetryMaxElapsed,
+		JobMaxAge:   worker.DefaultJobMaxAge,
+		ResultTTL:   worker.DefaultResultTTL,
+		Shutdown:    5 * time.Second,
+		SendLimits:  opts.sendLimits,
+		MetricsAddr: metricsAddr,
+	}
+	logs := opts.logs
+	if logs == nil {
+		logs = io.Discard
+	}
+	log := newLogger(logs, opts.logLevel, "console")
+	nc, err := connectNATS(sb.cfg, log, "idenfy-worker sandbox")
+	if err != nil {
+		return nil, err
+	}
+	started := make(chan struct{})
+	d := deps{log: log, nc: nc, registry: newRegistry(), started: func(w *worker.Worker, metricsURL string) {
+		sb.worker, sb.metricsURL = w, metricsURL
+		close(started)
+	}}
+	ctx, stop := context.WithCancel(context.Background())
+	sb.stop = stop
+	go func() {
+		defer nc.Close()
+		sb.done <- serve(ctx, sb.cfg, d)
+	}()
+	select {
+	case <-started:
+		return sb, nil
+	case err := <-sb.done:
+		sb.done <- err
+		return nil, fmt.Errorf("starting the worker: %w", err)
+	case <-time.After(30 * time.Second):
+		return nil, errors.New("the worker did not start within 30s")
+	}
+}
+
+func (sb *sandbox) startNATS(port int) error {
+	if port > 0 && !portFree("127.0.0.1:"+strconv.Itoa(port)) {
+		port = -1
+	}
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "idenfy-sandbox",
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   sb.dir,
+		NoSigs:     true,
+		NoLog:      true,
+	})
+	if err != nil {
+		return fmt.Errorf("embedded NATS: %w", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return errors.New("embedded NATS did not start within 10s")
+	}
+	sb.ns = ns
+	sb.natsURL = ns.ClientURL()
+	return nil
+}
+
+func (sb *sandbox) startSimulator(addr string, hook func(idenfytest.Delivery)) error {
+	var opts []idenfytest.Option
+	if hook != nil {
+		opts = append(opts, idenfytest.WithDeliveryHook(hook))
+	}
+	sb.sim = idenfytest.NewSimulator(opts...)
+	ln, err := net.Listen("tcp", freeAddr(addr))
+	if err != nil {
+		return fmt.Errorf("simulator: %w", err)
+	}
+	sb.simURL = "http://" + ln.Addr().String()
+	sb.simSrv = &http.Server{Handler: sb.sim, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = sb.simSrv.Serve(ln) }()
+	return nil
+}
+
+// Close stops the worker gracefully, then the simulator and NATS, and
+// removes the temporary JetStream directory.
+func (sb *sandbox) Close() error {
+	var err error
+	sb.closeOnce.Do(func() {
+		if sb.stop != nil {
+			sb.stop()
+			err = <-sb.done
+		}
+		if sb.simSrv != nil {
+			_ = sb.simSrv.Close()
+		}
+		if sb.sim != nil {
+			sb.sim.Close()
+		}
+		if sb.ns != nil {
+			sb.ns.Shutdown()
+			sb.ns.WaitForShutdown()
+		}
+		if sb.dir != "" {
+			_ = os.RemoveAll(sb.dir)
+		}
+	})
+	return err
+}
+
+// freeAddr returns addr when it can be listened on, else the same host on a
+// random port.
+func freeAddr(addr string) string {
+	if portFree(addr) {
+		return addr
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, "0")
+}
+
+func portFree(addr string) bool {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	ln.Close()
+	return true
+}
+
+// runSandbox runs the sandbox until interrupted, printing how to use it and
+// every SMS or call the simulator makes.
+func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server (-1: random)")
+	simAddr := fs.String("sim-addr", "127.0.0.1:8089", "address of the iDenfy simulator")
+	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz (empty: off)")
+	logLevel := fs.String("log-level", "info", "worker log level")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level, err := zerolog.ParseLevel(*logLevel)
+	if err != nil {
+		return fmt.Errorf("-log-level: %w", err)
+	}
+	var mu sync.Mutex
+	sb, err := startSandbox(sandboxOptions{
+		natsPort:    *natsPort,
+		simAddr:     *simAddr,
+		metricsAddr: *metricsAddr,
+		logLevel:    level,
+		logs:        stderr,
+		sendLimits:  worker.DefaultSendLimits,
+		deliveries: func(d idenfytest.Delivery) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(stdout, "\n>>> %s to %s  code %s  (request_id %s)\n    %q\n", d.Channel, d.PhoneNumber, d.Code, d.RequestID, d.Text)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
+
+	p := messages.NewSubjects(messages.DefaultPrefix)
+	mu.Lock()
+	fmt.Fprintf(stdout, `idenfy-worker sandbox is running. Nothing leaves this machine: iDenfy is simulated.
+
+  NATS          %[1]s
+  simulator     %[2]s   (control API under /_sim/)
+  metrics       %[3]s
+
+Try it with the nats CLI (https://github.com/nats-io/natscli):
+
+  nats -s %[1]s req %[4]s '{"phone_number":"+12025550163","correlation_id":"signup-42"}'
+      -> {"status":"sent","request_id":"...", ...}; the code appears below
+  nats -s %[1]s req %[5]s '{"request_id":"<request_id>","received_code":"<code>"}'
+  nats -s %[1]s sub '%[6]s.>'          every outcome, as observers see it
+  nats -s %[1]s pub %[7]s '{"phone_number":"+12025550163"}' -H 'Nats-Msg-Id: job-1'
+  nats -s %[1]s micro info %[8]s
+
+The voice-call fallback, without waiting two minutes:
+  curl -s -XPOST %[2]s/_sim/clock -d '{"advance":"2m"}'
+  curl -s '%[2]s/_sim/outbox?phone_number=%%2B12025550163'
+
+Ctrl-C stops it.
+`, sb.natsURL, sb.simURL, orOff(sb.metricsURL), p.Send, p.Verify, messages.DefaultPrefix+".results", p.JobsSend, messages.ServiceName)
+	mu.Unlock()
+
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "\nstopping the sandbox")
+	return sb.Close()
+}
+
+func orOff(s string) string {
+	if s == "" {
+		return "off"
+	}
+	return s
+}
+
+// natsConnect connects a client of the sandbox (the demo's "service").
+func (sb *sandbox) natsConnect() (*nats.Conn, error) {
+	return nats.Connect(sb.natsURL, nats.Name("idenfy-worker demo client"))
+}
