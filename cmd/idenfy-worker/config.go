@@ -45,6 +45,7 @@ type config struct {
 	Countries   []string
 	SendLimits  []worker.SendLimit
 	MetricsAddr string
+	Pprof       bool
 	LogLevel    zerolog.Level
 	LogFormat   string
 }
@@ -59,7 +60,7 @@ var envVars = []string{
 	"WORKER_CONCURRENCY", "WORKER_RATE_LIMIT", "WORKER_RETRY_MAX_ELAPSED", "WORKER_JOB_MAX_AGE",
 	"WORKER_RESULT_TTL", "WORKER_SHUTDOWN_TIMEOUT", "WORKER_ALLOWED_COUNTRIES", "WORKER_SEND_LIMITS",
 	"WORKER_HASH_KEY", "WORKER_HASH_KEY_FILE",
-	"METRICS_ADDR", "LOG_LEVEL", "LOG_FORMAT",
+	"METRICS_ADDR", "METRICS_PPROF", "LOG_LEVEL", "LOG_FORMAT",
 }
 
 // configError names the variable at fault; its text is the one line start-up
@@ -291,6 +292,13 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 				e.fail("METRICS_ADDR", v, "not host:port (e.g. :9464), or empty to disable")
 			}
 		}
+	}
+	switch v := strings.ToLower(e.str("METRICS_PPROF", "false")); v {
+	case "true", "1":
+		c.Pprof = true
+	case "false", "0":
+	default:
+		e.fail("METRICS_PPROF", v, "true or false")
 	}
 	level := e.str("LOG_LEVEL", "info")
 	var ok bool

@@ -20,6 +20,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -134,7 +135,7 @@ func serve(ctx context.Context, cfg config, d deps) error {
 
 	metricsURL := ""
 	if cfg.MetricsAddr != "" {
-		srv, addr, err := serveMetrics(cfg.MetricsAddr, d.registry, w)
+		srv, addr, err := serveMetrics(cfg.MetricsAddr, d.registry, w, cfg.Pprof)
 		if err != nil {
 			return fmt.Errorf("METRICS_ADDR: %w", err)
 		}
@@ -331,14 +332,22 @@ func newRegistry() *prometheus.Registry {
 }
 
 // serveMetrics serves /metrics, /healthz (the process is alive) and /readyz
-// (the worker serves: connected, subscribed, its store reachable).
-func serveMetrics(addr string, reg *prometheus.Registry, w *worker.Worker) (*http.Server, string, error) {
+// (the worker serves: connected, subscribed, its store reachable), and with
+// pprof the Go profiler under /debug/pprof/.
+func serveMetrics(addr string, reg *prometheus.Registry, w *worker.Worker, pprof bool) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if pprof {
+		mux.HandleFunc("/debug/pprof/", httppprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", httppprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", httppprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", httppprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", httppprof.Trace)
+	}
 	mux.HandleFunc("GET /healthz", func(rw http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(rw, "ok")
 	})
