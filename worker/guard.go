@@ -161,19 +161,23 @@ func (w *Worker) reserveSend(ctx context.Context, phone string) (*messages.Error
 		return nil, nil
 	}
 	key := "n." + w.store.hash("phone", phone)
-	for range 20 {
+	for i := range 20 {
 		now := w.clock.Now()
-		entry, err := w.store.limits.Get(ctx, key)
 		var log sendLog
 		var rev uint64
-		switch {
-		case errors.Is(err, jetstream.ErrKeyNotFound):
-		case err != nil:
-			return nil, fmt.Errorf("reading send counter: %w", err)
-		default:
-			rev = entry.Revision()
-			if json.Unmarshal(entry.Value(), &log) != nil {
-				log = nil // a damaged counter is reset rather than blocking the number forever
+		// Most numbers have no counter yet: the first try creates it
+		// blind, one round trip; only a conflict reads it.
+		if i > 0 {
+			entry, err := w.store.limits.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+			case err != nil:
+				return nil, fmt.Errorf("reading send counter: %w", err)
+			default:
+				rev = entry.Revision()
+				if json.Unmarshal(entry.Value(), &log) != nil {
+					log = nil // a damaged counter is reset rather than blocking the number forever
+				}
 			}
 		}
 		log = log.since(now.Add(-w.longestWindow()))
@@ -182,6 +186,7 @@ func (w *Worker) reserveSend(ctx context.Context, phone string) (*messages.Error
 		}
 		log = append(log, now.UnixMilli())
 		value, _ := json.Marshal(log)
+		var err error
 		if rev == 0 {
 			_, err = w.store.limits.Create(ctx, key, value)
 		} else {

@@ -97,6 +97,12 @@ type acquisition struct {
 // attempt: its worker may have died in the middle of a call. mine reports
 // whether this process is still working on the key itself.
 func (s *store) acquire(ctx context.Context, key, fingerprint string, mine func(string) bool) (acquisition, error) {
+	// Most keys are new: claiming blind is one round trip, and only a
+	// conflict reads what is there.
+	c, err := s.write(ctx, key, 0, record{State: stateClaimed, Fingerprint: fingerprint})
+	if !isConflict(err) {
+		return acquisition{claim: c}, err
+	}
 	for range 10 {
 		entry, err := s.kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
