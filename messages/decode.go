@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -125,35 +124,74 @@ func decodeObject(data []byte, v any, fields ...string) error {
 // name that differs only in case ("Phone_Number"), since encoding/json
 // matches names case-insensitively. A service that reads the first, or the
 // exact name, would otherwise see another number than the worker texts.
-// data is known to be a valid JSON object.
+//
+// data is known to be a valid JSON object, so a scan of its top-level
+// names is enough: no second decode.
 func checkFieldNames(data []byte, fields []string) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if _, err := dec.Token(); err != nil {
-		return NewError(CodeInvalidRequest, "message is not valid JSON")
-	}
 	var seen [4]bool
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
+	depth := 0
+	expectName := false
+	for i := 0; i < len(data); i++ {
+		switch data[i] {
+		case '"':
+			end, escaped := stringEnd(data, i)
+			if depth == 1 && expectName {
+				if err := checkFieldName(data[i:end+1], escaped, fields, &seen); err != nil {
+					return err
+				}
+				expectName = false
+			}
+			i = end
+		case '{':
+			depth++
+			expectName = depth == 1
+		case '[':
+			depth++
+		case '}', ']':
+			depth--
+		case ',':
+			expectName = depth == 1
+		}
+	}
+	return nil
+}
+
+// stringEnd returns the index of the quote that closes the JSON string
+// starting at data[start], and whether it holds escapes.
+func stringEnd(data []byte, start int) (int, bool) {
+	escaped := false
+	for j := start + 1; j < len(data); j++ {
+		switch data[j] {
+		case '\\':
+			escaped = true
+			j++
+		case '"':
+			return j, escaped
+		}
+	}
+	return len(data) - 1, escaped
+}
+
+func checkFieldName(quoted []byte, escaped bool, fields []string, seen *[4]bool) error {
+	name := quoted[1 : len(quoted)-1]
+	if escaped {
+		var s string
+		if json.Unmarshal(quoted, &s) != nil {
 			return NewError(CodeInvalidRequest, "message is not valid JSON")
 		}
-		name, _ := tok.(string)
-		for i, f := range fields {
-			if !strings.EqualFold(name, f) {
-				continue
-			}
-			if name != f {
-				return NewError(CodeInvalidRequest, fmt.Sprintf("field names are case-sensitive: write %s", f))
-			}
-			if seen[i] {
-				return NewError(CodeInvalidRequest, fmt.Sprintf("field %s appears more than once", f))
-			}
-			seen[i] = true
+		name = []byte(s)
+	}
+	for i, f := range fields {
+		if len(name) > 4*len(f) || !bytes.EqualFold(name, []byte(f)) {
+			continue
 		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return NewError(CodeInvalidRequest, "message is not valid JSON")
+		if string(name) != f {
+			return NewError(CodeInvalidRequest, fmt.Sprintf("field names are case-sensitive: write %s", f))
 		}
+		if seen[i] {
+			return NewError(CodeInvalidRequest, fmt.Sprintf("field %s appears more than once", f))
+		}
+		seen[i] = true
 	}
 	return nil
 }

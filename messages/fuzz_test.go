@@ -202,3 +202,76 @@ func paddedSend(n int) string {
 	head := `{"phone_number":"+12025550163","padding":"`
 	return head + strings.Repeat("x", n-len(head)-2) + `"}`
 }
+
+// FuzzFieldNames holds the decoder's scan for repeated or case-variant field
+// names to a reference built on encoding/json's tokenizer: for every valid
+// JSON object, both must agree on whether a known field is given twice.
+func FuzzFieldNames(f *testing.F) {
+	for _, seed := range []string{
+		`{"phone_number":"+12025550163"}`,
+		`{"phone_number":"+12025550163","phone_number":"+447700900123"}`,
+		`{"Phone_Number":"+12025550163"}`,
+		`{"phone\u005fnumber":"+1","phone_number":"+2"}`,
+		`{"a":{"phone_number":1},"phone_number":"+12025550163"}`,
+		`{"a":["phone_number","phone_number"],"phone_number":"+12025550163"}`,
+		`{"a":"\"phone_number\":","phone_number":"+12025550163"}`,
+		`{"sender_name":"x","SENDER_NAME":"y","phone_number":"+12025550163"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var probe map[string]json.RawMessage
+		if len(data) > messages.MaxMessageSize || json.Unmarshal(data, &probe) != nil || probe == nil {
+			return
+		}
+		want, typed := referenceFieldProblem(t, data, []string{"phone_number", "sender_name", "correlation_id"})
+		if !typed {
+			return // a wrong type is refused before names are looked at
+		}
+		_, err := messages.DecodeSendRequest(data)
+		scanned := err != nil && (strings.Contains(err.Error(), "field names are case-sensitive") ||
+			strings.Contains(err.Error(), "appears more than once"))
+		if want && !scanned {
+			t.Fatalf("DecodeSendRequest(%q) = %v, want a repeated-field refusal", data, err)
+		}
+		if scanned && !want {
+			t.Fatalf("DecodeSendRequest(%q) = %v, but no field is repeated", data, err)
+		}
+	})
+}
+
+// referenceFieldProblem reports whether a known field appears twice or in
+// another case at the top level of the object data, and whether every value
+// of a known field is a string or null.
+func referenceFieldProblem(t *testing.T, data []byte, fields []string) (problem, typed bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil {
+		t.Fatal(err)
+	}
+	typed = true
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := tok.(string)
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range fields {
+			if !strings.EqualFold(name, f) {
+				continue
+			}
+			if v := bytes.TrimSpace(value); v[0] != '"' && string(v) != "null" {
+				typed = false
+			}
+			if name != f || seen[f] {
+				problem = true
+			}
+			seen[f] = true
+		}
+	}
+	return problem, typed
+}
