@@ -112,6 +112,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          log.New(stderr, "idenfy-sim: ", 0),
+		Protocols:         idenfytest.ServerProtocols(),
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

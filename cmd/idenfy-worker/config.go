@@ -32,6 +32,7 @@ type config struct {
 	HashKey     []byte
 	BaseURL     string
 	Timeout     time.Duration
+	H2C         bool
 	Prefix      string
 	Stream      string
 	Bucket      string
@@ -55,7 +56,7 @@ type config struct {
 var envVars = []string{
 	"NATS_URL", "NATS_CREDS", "NATS_NKEY", "NATS_TLS_CA", "NATS_TLS_CERT", "NATS_TLS_KEY",
 	"IDENFY_API_KEY", "IDENFY_API_KEY_FILE", "IDENFY_API_SECRET", "IDENFY_API_SECRET_FILE",
-	"IDENFY_BASE_URL", "IDENFY_TIMEOUT",
+	"IDENFY_BASE_URL", "IDENFY_TIMEOUT", "IDENFY_H2C",
 	"WORKER_SUBJECT_PREFIX", "WORKER_STREAM", "WORKER_KV_BUCKET", "WORKER_REPLICAS",
 	"WORKER_CONCURRENCY", "WORKER_RATE_LIMIT", "WORKER_RETRY_MAX_ELAPSED", "WORKER_JOB_MAX_AGE",
 	"WORKER_RESULT_TTL", "WORKER_SHUTDOWN_TIMEOUT", "WORKER_ALLOWED_COUNTRIES", "WORKER_SEND_LIMITS",
@@ -120,6 +121,19 @@ func (e *env) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+// boolean reads true/false (or 1/0), false when unset.
+func (e *env) boolean(name string) bool {
+	switch v := strings.ToLower(e.str(name, "false")); v {
+	case "true", "1":
+		return true
+	case "false", "0":
+		return false
+	default:
+		e.fail(name, v, "true or false")
+		return false
+	}
 }
 
 func (e *env) integer(name string, def, lo, hi int) int {
@@ -293,12 +307,10 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 			}
 		}
 	}
-	switch v := strings.ToLower(e.str("METRICS_PPROF", "false")); v {
-	case "true", "1":
-		c.Pprof = true
-	case "false", "0":
-	default:
-		e.fail("METRICS_PPROF", v, "true or false")
+	c.Pprof = e.boolean("METRICS_PPROF")
+	c.H2C = e.boolean("IDENFY_H2C")
+	if c.H2C && !strings.HasPrefix(strings.ToLower(c.BaseURL), "http://") {
+		e.fail("IDENFY_H2C", "true", "only for an http:// (simulator) base URL: https negotiates HTTP/2 by itself")
 	}
 	level := e.str("LOG_LEVEL", "info")
 	var ok bool

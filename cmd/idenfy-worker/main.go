@@ -101,12 +101,15 @@ type deps struct {
 // serve runs a worker until ctx ends, then shuts it down gracefully and
 // drains the NATS connection.
 func serve(ctx context.Context, cfg config, d deps) error {
-	client, err := idenfy.NewClient(
-		idenfy.Config{BaseURL: cfg.BaseURL, APIKey: cfg.APIKey, APISecret: cfg.APISecret},
+	opts := []idenfy.Option{
 		idenfy.WithTimeout(cfg.Timeout),
 		idenfy.WithMaxConnections(cfg.Concurrency),
-		idenfy.WithUserAgent("idenfy-worker/"+worker.Version),
-	)
+		idenfy.WithUserAgent("idenfy-worker/" + worker.Version),
+	}
+	if cfg.H2C {
+		opts = append(opts, idenfy.WithUnencryptedHTTP2())
+	}
+	client, err := idenfy.NewClient(idenfy.Config{BaseURL: cfg.BaseURL, APIKey: cfg.APIKey, APISecret: cfg.APISecret}, opts...)
 	if err != nil {
 		return err
 	}

@@ -81,6 +81,7 @@ func startSandbox(opts sandboxOptions) (sb *sandbox, err error) {
 		APISecret:   idenfytest.DefaultAPISecret,
 		HashKey:     []byte("idenfy-worker sandbox hash key"),
 		BaseURL:     sb.simURL,
+		H2C:         true,
 		Timeout:     10 * time.Second,
 		Prefix:      messages.DefaultPrefix,
 		Stream:      worker.DefaultStream,
@@ -162,7 +163,7 @@ func (sb *sandbox) startSimulator(addr string, hook func(idenfytest.Delivery)) e
 		return fmt.Errorf("simulator: %w", err)
 	}
 	sb.simURL = "http://" + ln.Addr().String()
-	sb.simSrv = &http.Server{Handler: sb.sim, ReadHeaderTimeout: 5 * time.Second}
+	sb.simSrv = &http.Server{Handler: sb.sim, ReadHeaderTimeout: 5 * time.Second, Protocols: idenfytest.ServerProtocols()}
 	go func() { _ = sb.simSrv.Serve(ln) }()
 	return nil
 }

@@ -34,7 +34,7 @@ func NewServer(tb testing.TB, opts ...Option) *Server {
 	}
 	ts := &httptest.Server{
 		Listener: l,
-		Config:   &http.Server{Handler: sim},
+		Config:   &http.Server{Handler: sim, Protocols: ServerProtocols()},
 	}
 	ts.Start()
 	s := &Server{Simulator: sim, URL: ts.URL, http: ts}
@@ -54,6 +54,17 @@ func listenLoopback() (net.Listener, error) {
 		return nil, fmt.Errorf("failed to listen on a loopback port: %v; %v", err, err6)
 	}
 	return l, nil
+}
+
+// ServerProtocols are the protocols a server of the simulator accepts:
+// HTTP/1.1, and HTTP/2 without TLS (prior knowledge), which a client uses to
+// keep thousands of calls in flight on a few connections, as it does with
+// iDenfy over https.
+func ServerProtocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
 }
 
 // Close aborts the vendor calls waiting out a latency fault, shuts the server
