@@ -187,10 +187,12 @@ func (w *Worker) reserveSend(ctx context.Context, phone string) (*messages.Error
 		log = append(log, now.UnixMilli())
 		value, _ := json.Marshal(log)
 		var err error
-		if rev == 0 {
+		if rev == 0 && i > 0 {
+			// Read as absent: expired, or a delete marker the client's
+			// Create knows how to write over.
 			_, err = w.store.limits.Create(ctx, key, value)
 		} else {
-			_, err = w.store.limits.Update(ctx, key, value, rev)
+			_, err = w.store.limits.put(ctx, key, value, rev)
 		}
 		if err == nil {
 			return nil, nil
@@ -224,7 +226,7 @@ func (w *Worker) refundSend(ctx context.Context, phone string) error {
 			return nil
 		}
 		value, _ := json.Marshal(log[:len(log)-1])
-		_, err = w.store.limits.Update(ctx, key, value, entry.Revision())
+		_, err = w.store.limits.put(ctx, key, value, entry.Revision())
 		if !isConflict(err) {
 			return err
 		}

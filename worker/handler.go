@@ -46,7 +46,20 @@ type task struct {
 	key string
 	// job is set for the jobs intake.
 	job *jobDelivery
-	log zerolog.Logger
+
+	w    *Worker
+	slot *slot           // its place in the pool
+	log  *zerolog.Logger // made on first use: most requests log nothing
+}
+
+// logger returns the task's logger. It is not safe for concurrent use:
+// goroutines a task starts get a copy.
+func (t *task) logger() *zerolog.Logger {
+	if t.log == nil {
+		l := t.w.taskLogger(t)
+		t.log = &l
+	}
+	return t.log
 }
 
 func (t *task) correlationID() string {
@@ -118,8 +131,8 @@ func (o *outcome) encode() []byte {
 }
 
 // decodeOutcome reads a stored result back.
-func decodeOutcome(op operation, data []byte) (outcome, error) {
-	o := outcome{op: op, stored: true}
+func decodeOutcome(op operation, data []byte) (*outcome, error) {
+	o := &outcome{op: op, stored: true}
 	var err error
 	if op == opVerify {
 		err = json.Unmarshal(data, &o.verify)
@@ -130,8 +143,8 @@ func decodeOutcome(op operation, data []byte) (outcome, error) {
 }
 
 // failed returns the failed outcome of t with e.
-func failed(t *task, a attempts, e *messages.Error) outcome {
-	o := outcome{op: t.op, a: a}
+func failed(t *task, a attempts, e *messages.Error) *outcome {
+	o := &outcome{op: t.op, a: a}
 	if t.op == opVerify {
 		o.verify = messages.FailedVerify(t.verify.RequestID, t.verify.CorrelationID, a.count, e)
 	} else {
@@ -140,13 +153,13 @@ func failed(t *task, a attempts, e *messages.Error) outcome {
 	return o
 }
 
-func shuttingDown(t *task, a attempts) outcome {
+func shuttingDown(t *task, a attempts) *outcome {
 	return failed(t, a, messages.NewError(messages.CodeShuttingDown, "the worker is shutting down; ask again"))
 }
 
 // errStore is a failure of the JetStream KV store the worker needs.
-func storeError(t *task, a attempts, what string, err error) outcome {
-	t.log.Error().Err(err).Msg(what)
+func storeError(t *task, a attempts, what string, err error) *outcome {
+	t.logger().Error().Err(err).Msg(what)
 	e := messages.NewError(messages.CodeUpstreamUnavailable, "the worker's state store (NATS JetStream) is unavailable: "+what)
 	o := failed(t, a, e)
 	o.handBack = t.job != nil
@@ -156,7 +169,7 @@ func storeError(t *task, a attempts, what string, err error) outcome {
 // handle is the handler core: guard, verify memory, the iDenfy call under
 // the backoff policy, and the contract result. prior carries what earlier
 // deliveries of the same idempotency key left behind.
-func (w *Worker) handle(soft, hard context.Context, t *task, prior record) outcome {
+func (w *Worker) handle(soft, hard context.Context, t *task, prior record) *outcome {
 	a := attempts{count: prior.Attempts, ambiguous: prior.Ambiguous}
 	if t.job != nil {
 		if age := w.clock.Now().Sub(t.job.published); age > w.cfg.JobMaxAge {
@@ -170,7 +183,7 @@ func (w *Worker) handle(soft, hard context.Context, t *task, prior record) outco
 	return w.handleSend(soft, hard, t, a, prior.Counted)
 }
 
-func (w *Worker) handleSend(soft, hard context.Context, t *task, a attempts, counted bool) outcome {
+func (w *Worker) handleSend(soft, hard context.Context, t *task, a attempts, counted bool) *outcome {
 	req := t.send
 	if e := w.checkCountry(req.PhoneNumber); e != nil {
 		w.metrics.guardRejected("country")
@@ -201,7 +214,7 @@ func (w *Worker) handleSend(soft, hard context.Context, t *task, a attempts, cou
 		o.counted = counted
 		return o
 	}
-	return outcome{op: opSend, a: a, counted: true, send: messages.SendResult{
+	return &outcome{op: opSend, a: a, counted: true, send: messages.SendResult{
 		Status:            messages.StatusSent,
 		RequestID:         resp.RequestID,
 		CorrelationID:     req.CorrelationID,
@@ -210,7 +223,7 @@ func (w *Worker) handleSend(soft, hard context.Context, t *task, a attempts, cou
 	}}
 }
 
-func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) outcome {
+func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) *outcome {
 	req := t.verify
 	key := w.store.verifyKey(req.RequestID)
 	code := w.store.codeHash(req.RequestID, req.ReceivedCode)
@@ -226,11 +239,11 @@ func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) o
 			// Verified before with this code: iDenfy would now answer a
 			// misleading false ("already validated").
 			w.metrics.memoryHit()
-			return outcome{op: opVerify, a: a, verify: verifiedResult(req, a.count)}
+			return &outcome{op: opVerify, a: a, verify: verifiedResult(req, a.count)}
 		case acq.done:
 			// Verified before with another code: this one is wrong, and
 			// iDenfy would refuse any code now.
-			return outcome{op: opVerify, a: a, verify: rejectedResult(req, a.count)}
+			return &outcome{op: opVerify, a: a, verify: rejectedResult(req, a.count)}
 		case acq.claim != nil:
 			c = acq.claim
 			continue
@@ -247,7 +260,7 @@ func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) o
 
 	w.markMine(key)
 	defer w.unmarkMine(key)
-	stop := w.keepClaim(c, t.log, nil)
+	stop := w.keepClaim(c, t.logger(), nil)
 	o := w.askVerify(soft, hard, t, a)
 	stop()
 
@@ -261,14 +274,14 @@ func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) o
 		err = w.store.release(ctx, c, &memo, false)
 	}
 	if err != nil {
-		t.log.Warn().Err(err).Msg("recording the verify memory failed")
+		t.logger().Warn().Err(err).Msg("recording the verify memory failed")
 	}
 	return o
 }
 
 // askVerify asks iDenfy, under the backoff policy, with the verify turn of
 // the request_id held.
-func (w *Worker) askVerify(soft, hard context.Context, t *task, a attempts) outcome {
+func (w *Worker) askVerify(soft, hard context.Context, t *task, a attempts) *outcome {
 	req := t.verify
 	var resp idenfy.VerifySMSResponse
 	err := w.retry(soft, hard, t, &a, func(ctx context.Context) error {
@@ -280,14 +293,14 @@ func (w *Worker) askVerify(soft, hard context.Context, t *task, a attempts) outc
 	case err != nil:
 		return w.failedCall(soft, t, a, err)
 	case resp.IsVerified:
-		return outcome{op: opVerify, a: a, verify: verifiedResult(req, a.count)}
+		return &outcome{op: opVerify, a: a, verify: verifiedResult(req, a.count)}
 	case a.ambiguous:
 		// An earlier attempt may have been the one that consumed the code:
 		// iDenfy's false cannot be trusted.
 		return failed(t, a, messages.NewError(messages.CodeOutcomeUnknown,
 			"iDenfy answered false, but an earlier attempt may have been accepted and its answer lost; send a new code"))
 	}
-	return outcome{op: opVerify, a: a, verify: rejectedResult(req, a.count)}
+	return &outcome{op: opVerify, a: a, verify: rejectedResult(req, a.count)}
 }
 
 func rejectedResult(req messages.VerifyRequest, attempts int) messages.VerifyResult {
@@ -310,12 +323,12 @@ func verifiedResult(req messages.VerifyRequest, attempts int) messages.VerifyRes
 }
 
 // failedCall turns the last error of a failed call into an outcome.
-func (w *Worker) failedCall(soft context.Context, t *task, a attempts, err error) outcome {
+func (w *Worker) failedCall(soft context.Context, t *task, a attempts, err error) *outcome {
 	e := contractError(err, &a)
 	permanent := e.Code == messages.CodeUnauthorized || e.Code == messages.CodeQuotaExhausted
 	switch {
 	case permanent:
-		t.log.Error().Str("code", string(e.Code)).Msg("iDenfy refused the account: " + e.Message)
+		t.logger().Error().Str("code", string(e.Code)).Msg("iDenfy refused the account: " + e.Message)
 	case soft.Err() != nil && w.stopping():
 		o := shuttingDown(t, a)
 		o.handBack = t.job != nil

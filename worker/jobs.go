@@ -79,7 +79,7 @@ func newJobIntake(w *Worker, cons jetstream.Consumer) *jobIntake {
 // enough to keep the pool fed, few enough that none waits in the buffer
 // long enough for its AckWait to run out.
 func (j *jobIntake) pullBatch() int {
-	return min(j.w.cfg.Concurrency, 64)
+	return min(j.w.cfg.Concurrency, 256)
 }
 
 // run consumes until stop. When the consumer goes away (deleted by an
@@ -150,15 +150,16 @@ func (j *jobIntake) consume(iter jetstream.MessagesContext) error {
 			}
 			return err
 		}
-		if !w.acquireSlot() {
+		place := w.acquireSlot()
+		if place == nil {
 			_ = msg.Nak()
 			handBackBuffered(iter)
 			return nil
 		}
-		go func() {
-			defer w.releaseSlot()
-			j.process(msg)
-		}()
+		w.spawn(func() {
+			defer place.release()
+			j.process(msg, place)
+		})
 	}
 }
 
@@ -185,7 +186,7 @@ func (j *jobIntake) stop() {
 	<-j.done
 }
 
-func (j *jobIntake) process(msg jetstream.Msg) {
+func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 	w := j.w
 	start := time.Now()
 	meta, err := msg.Metadata()
@@ -220,7 +221,7 @@ func (j *jobIntake) process(msg jetstream.Msg) {
 	if d.ackWait <= 0 {
 		d.ackWait = jobAckWait
 	}
-	t := &task{op: op, intake: intakeJob, job: d}
+	t := &task{op: op, intake: intakeJob, job: d, w: w, slot: place}
 	if id := msg.Headers().Get(messages.HeaderMsgID); id != "" {
 		t.key = msgIDKey(id)
 	} else {
@@ -235,12 +236,10 @@ func (j *jobIntake) process(msg jetstream.Msg) {
 	}
 
 	if e := t.decode(msg.Data()); e != nil {
-		t.log = w.taskLogger(t)
 		o := failed(t, attempts{}, e)
-		j.answer(t, &o, start)
+		j.answer(t, o, start)
 		return
 	}
-	t.log = w.taskLogger(t)
 	o := w.run(t)
 	if o.handBack && d.last {
 		e := o.err()
@@ -252,10 +251,10 @@ func (j *jobIntake) process(msg jetstream.Msg) {
 			"the job reached its last delivery ("+strconv.FormatUint(d.delivered, 10)+") without an answer: "+reason))
 	}
 	if o.handBack {
-		j.handBack(t, &o)
+		j.handBack(t, o)
 		return
 	}
-	j.answer(t, &o, start)
+	j.answer(t, o, start)
 }
 
 // answer publishes the result, then acks: a job is acked only once its
@@ -265,7 +264,7 @@ func (j *jobIntake) answer(t *task, o *outcome, start time.Time) {
 	w := j.w
 	w.publishResult(t, o.encode(), t.job.replyTo)
 	if err := t.job.msg.Ack(); err != nil {
-		t.log.Warn().Err(err).Msg("acking the job failed; it will be redelivered and answered from the store")
+		t.logger().Warn().Err(err).Msg("acking the job failed; it will be redelivered and answered from the store")
 	}
 	elapsed := time.Since(start)
 	w.metrics.outcome(t, o, elapsed)
@@ -280,10 +279,10 @@ func (j *jobIntake) handBack(t *task, o *outcome) {
 		err = t.job.msg.Nak()
 	}
 	if err != nil {
-		t.log.Warn().Err(err).Msg("handing the job back failed; it returns after its ack wait")
+		t.logger().Warn().Err(err).Msg("handing the job back failed; it returns after its ack wait")
 	}
 	j.w.metrics.handedBack(t.op)
-	ev := t.log.Debug().Dur("delay", o.delay).Uint64("delivery", t.job.delivered)
+	ev := t.logger().Debug().Dur("delay", o.delay).Uint64("delivery", t.job.delivered)
 	if e := o.err(); e != nil {
 		ev = ev.Str("reason", e.Message)
 	}

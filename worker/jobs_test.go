@@ -464,3 +464,71 @@ func TestStoreHoldsNoNumbersOrCodes(t *testing.T) {
 		t.Errorf("read %d keys, want at least 4", seen)
 	}
 }
+
+// A call that outlasts the ack wait and the lease is kept alive by
+// in-progress acks and lease renewals: the job is neither redelivered nor
+// taken over, and the user is texted once.
+func TestLongCallKeepsItsJobAndClaim(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withoutStart(), withWallClock(), withAttemptTimeout(10*time.Second),
+		withWorkerOptions(worker.WithLease(time.Second)))
+	h.createStream(jetstream.StreamConfig{Storage: jetstream.FileStorage})
+	h.createConsumer(jetstream.ConsumerConfig{AckWait: time.Second, MaxDeliver: 5})
+	h.start()
+	// A second worker would take the job or the claim over if either lapsed.
+	newHarness(t, sharing(h), withWallClock(), withWorkerOptions(worker.WithLease(time.Second)))
+	results := h.collect(h.subj.ResultsSend)
+	if err := h.sim.InjectFault(idenfytest.Fault{Latency: "3s"}); err != nil {
+		t.Fatal(err)
+	}
+	h.publishJob(h.subj.JobsSend, messages.SendRequest{PhoneNumber: "+12025550163", CorrelationID: "long"}, header(messages.HeaderMsgID, "long-1"))
+	res := sendResult(t, results.wait("long", 1))
+	if res.Status != messages.StatusSent || res.PossibleDuplicate || res.Attempts != 1 {
+		t.Errorf("result = %+v, want sent after 1 attempt, no possible duplicate", res)
+	}
+	h.waitDrained()
+	if n := h.sim.Stats().SendSMS; n != 1 {
+		t.Errorf("iDenfy got %d sends, want 1", n)
+	}
+	if n := results.count("long"); n != 1 {
+		t.Errorf("%d results, want 1", n)
+	}
+}
+
+// An idempotency record deleted by hand leaves a delete marker in its
+// place: the key is claimed over it, as if new.
+func TestIdempotencyKeyDeletedByHand(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	req := messages.SendRequest{PhoneNumber: "+12025550163", CorrelationID: "again"}
+	first := h.send(req, header(messages.HeaderMsgID, "deleted-1"))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv, err := h.js.KeyValue(ctx, worker.DefaultBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := 0
+	for _, k := range keys {
+		if strings.HasPrefix(k, "send.") {
+			if err := kv.Delete(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+			deleted++
+		}
+	}
+	if deleted != 1 {
+		t.Fatalf("deleted %d idempotency records, want 1", deleted)
+	}
+	second := h.send(req, header(messages.HeaderMsgID, "deleted-1"))
+	if first.Status != messages.StatusSent || second.Status != messages.StatusSent || second.RequestID == first.RequestID {
+		t.Errorf("sends = %+v then %+v, want two sent with different request_ids", first, second)
+	}
+	if n := h.sim.Stats().SendSMS; n != 2 {
+		t.Errorf("iDenfy got %d sends, want 2", n)
+	}
+}

@@ -48,7 +48,7 @@ func newMetrics(w *Worker, reg prometheus.Registerer) *metrics {
 		}, []string{"operation"}),
 		poolWaits: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idenfy_worker_pool_saturated_total",
-			Help: "Times a request had to wait for a free place in the pool of in-flight requests.",
+			Help: "Times a request waited to be admitted, or for a free place among the calls to iDenfy in flight.",
 		}),
 		dedupHits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idenfy_worker_dedup_hits_total",
@@ -74,11 +74,15 @@ func newMetrics(w *Worker, reg prometheus.Registerer) *metrics {
 		m.dedupHits, m.memoryHits, m.guard, m.handBacks,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "idenfy_worker_in_flight",
-			Help: "Requests in flight in this process, both intakes.",
+			Help: "Requests in this process, both intakes, from admission to answer.",
 		}, func() float64 { return float64(w.tasks.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "idenfy_worker_upstream_in_flight",
+			Help: "HTTP calls to iDenfy in flight; at most idenfy_worker_concurrency_limit.",
+		}, func() float64 { return float64(len(w.calls)) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "idenfy_worker_concurrency_limit",
-			Help: "The bound on requests in flight (WORKER_CONCURRENCY).",
+			Help: "The bound on HTTP calls to iDenfy in flight (WORKER_CONCURRENCY).",
 		}, func() float64 { return float64(w.cfg.Concurrency) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "idenfy_worker_nats_connected",

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -12,63 +13,74 @@ import (
 // storeTimeout bounds one KV operation.
 const storeTimeout = 5 * time.Second
 
-// run takes a task, with its pool slot held, to an outcome: the idempotency
+// run takes an admitted task to an outcome: the idempotency
 // store first (a known outcome is republished; a key claimed by a live
 // worker is waited for), then the handler core, then the outcome recorded.
-func (w *Worker) run(t *task) outcome {
-	// soft ends with shutdown or when a hard stop cuts everything.
-	soft, cancel := context.WithCancel(w.hard)
-	defer cancel()
-	defer context.AfterFunc(w.soft, cancel)()
-	hard := w.hard
-
+// Its parts are functions of their own so that run's frame stays small: it
+// sits on the stack of every request waiting on iDenfy.
+func (w *Worker) run(t *task) *outcome {
+	// Shutdown ends soft before hard, so soft also covers a hard stop.
+	soft := w.soft
 	if t.key == "" {
-		o := w.handle(soft, hard, t, record{})
-		w.settle(t, &o)
+		o := w.handle(soft, w.hard, t, record{})
+		w.settle(t, o)
 		return o
 	}
+	c, o := w.claimKey(soft, t)
+	if o != nil {
+		return o
+	}
+	defer w.unmarkMine(c.key)
+	stop := w.keepClaim(c, t.logger(), t.job)
+	o = w.handle(soft, w.hard, t, c.rec)
+	stop()
+	w.record(t, c, o)
+	return o
+}
+
+// claimKey claims the task's idempotency key, or returns the outcome that
+// ends the task instead: a stored one, a refusal, a hand-back.
+func (w *Worker) claimKey(soft context.Context, t *task) (*claim, *outcome) {
 	key := w.store.idempotencyKey(t.op, t.key)
 	fingerprint := t.fingerprint(w.store)
-	var c *claim
-	for c == nil {
-		ctx, done := context.WithTimeout(hard, storeTimeout)
+	for {
+		ctx, done := context.WithTimeout(w.hard, storeTimeout)
 		acq, err := w.store.acquire(ctx, key, fingerprint, w.isMine)
 		done()
 		switch {
 		case err != nil:
-			return storeError(t, attempts{}, "reading the idempotency key failed", err)
+			return nil, storeError(t, attempts{}, "reading the idempotency key failed", err)
 		case acq.mismatch:
-			return failed(t, attempts{}, messages.NewError(messages.CodeInvalidRequest,
+			return nil, failed(t, attempts{}, messages.NewError(messages.CodeInvalidRequest,
 				"this Nats-Msg-Id was already used for a different request; use a new one per request"))
 		case acq.done:
 			o, err := decodeOutcome(t.op, acq.stored)
 			if err != nil {
-				return storeError(t, attempts{}, "a stored outcome is unreadable", err)
+				return nil, storeError(t, attempts{}, "a stored outcome is unreadable", err)
 			}
 			// The outcome is the first request's; the envelope is this one's.
 			if id := t.correlationID(); id != "" {
 				o.send.CorrelationID, o.verify.CorrelationID = id, id
 			}
 			w.metrics.dedupHit(t.intake)
-			return o
+			return nil, o
 		case acq.claim != nil:
-			c = acq.claim
-			continue
+			w.markMine(key)
+			return acq.claim, nil
 		}
 		if o, stop := w.waitBusy(soft, t, acq.busy); stop {
-			return o
+			return nil, o
 		}
 	}
+}
 
-	w.markMine(key)
-	defer w.unmarkMine(key)
-	stop := w.keepClaim(c, t.log, t.job)
-	o := w.handle(soft, hard, t, c.rec)
-	stop()
+// record decides whether a job goes back to the stream, then stores the
+// outcome (or hands the claim back) under the task's key.
+func (w *Worker) record(t *task, c *claim, o *outcome) {
 	if t.job != nil && !o.handBack {
-		o.delay, o.handBack = t.job.retryLater(&o)
+		o.delay, o.handBack = t.job.retryLater(o)
 	}
-	w.settle(t, &o)
+	w.settle(t, o)
 
 	ctx, done := context.WithTimeout(context.Background(), storeTimeout)
 	defer done()
@@ -79,9 +91,8 @@ func (w *Worker) run(t *task) outcome {
 		err = w.store.finish(ctx, c, &o.a, o.counted, o.encode())
 	}
 	if err != nil {
-		t.log.Warn().Err(err).Bool("hand_back", o.handBack).Msg("recording the outcome in the idempotency store failed")
+		t.logger().Warn().Err(err).Bool("hand_back", o.handBack).Msg("recording the outcome in the idempotency store failed")
 	}
-	return o
 }
 
 // settle gives back the send-limit place of a send that ended in failure
@@ -94,7 +105,7 @@ func (w *Worker) settle(t *task, o *outcome) {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if err := w.refundSend(ctx, t.send.PhoneNumber); err != nil {
-		t.log.Warn().Err(err).Msg("giving back the send-limit place of a failed send failed")
+		t.logger().Warn().Err(err).Msg("giving back the send-limit place of a failed send failed")
 		return
 	}
 	o.counted = false
@@ -104,15 +115,15 @@ func (w *Worker) settle(t *task, o *outcome) {
 // stream, to return when the holder is likely done (unless this is its last
 // delivery); a request waits a little and asks again. It returns stop with
 // the outcome when the task must end here.
-func (w *Worker) waitBusy(soft context.Context, t *task, busy time.Duration) (outcome, bool) {
+func (w *Worker) waitBusy(soft context.Context, t *task, busy time.Duration) (*outcome, bool) {
 	if t.job != nil && !t.job.last {
-		return outcome{op: t.op, handBack: true, delay: busy + 100*time.Millisecond}, true
+		return &outcome{op: t.op, handBack: true, delay: busy + 100*time.Millisecond}, true
 	}
 	// Polling is a network matter, paced by the wall clock; whether the
 	// holder's lease ran out is judged on the worker's clock.
 	select {
 	case <-time.After(min(busy, time.Second)):
-		return outcome{}, false
+		return nil, false
 	case <-soft.Done():
 		o := shuttingDown(t, attempts{})
 		o.handBack = t.job != nil
@@ -120,42 +131,80 @@ func (w *Worker) waitBusy(soft context.Context, t *task, busy time.Duration) (ou
 	}
 }
 
-// keepClaim renews a claim's lease, and tells JetStream that job (when not
-// nil) is still being worked on, until stopped. The interval is wall time:
-// it keeps network state alive, whatever the worker's clock says.
-func (w *Worker) keepClaim(c *claim, log zerolog.Logger, job *jobDelivery) (stop func()) {
-	interval := w.lease / 3
+// held is a claim under renewal.
+type held struct {
+	log     *zerolog.Logger
+	job     *jobDelivery
+	every   time.Duration
+	renewed time.Time // wall clock
+}
+
+// keepClaim has the lease keeper renew a claim's lease, and tell JetStream
+// that job (when not nil) is still being worked on, until stopped. Most
+// calls end long before the first renewal is due, so registering is all
+// they cost: no goroutine or timer per request.
+func (w *Worker) keepClaim(c *claim, log *zerolog.Logger, job *jobDelivery) (stop func()) {
+	h := &held{log: log, job: job, every: w.lease / 3, renewed: time.Now()}
 	if job != nil {
-		interval = min(interval, job.ackWait/3)
+		h.every = min(h.every, job.ackWait/3)
 	}
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		ticker := time.NewTicker(interval)
-		defer ticker.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ticker.C:
-			}
-			if job != nil {
-				if err := job.msg.InProgress(); err != nil {
-					log.Debug().Err(err).Msg("in-progress ack failed")
-				}
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-			err := w.store.renew(ctx, c)
-			cancel()
-			if err != nil {
-				log.Warn().Err(err).Msg("renewing a claim failed")
+	w.leaseMu.Lock()
+	w.leases[c] = h
+	w.leaseMu.Unlock()
+	return func() {
+		w.leaseMu.Lock()
+		delete(w.leases, c)
+		w.leaseMu.Unlock()
+	}
+}
+
+// keepLeases renews the claims that are due, until the worker stops. The
+// interval is wall time: it keeps network state alive, whatever the
+// worker's clock says.
+func (w *Worker) keepLeases() {
+	tick := min(time.Second, w.lease/6)
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-w.hard.Done():
+			return
+		case <-ticker.C:
+		}
+		now := time.Now()
+		var due []*claim
+		var dueHeld []*held
+		w.leaseMu.Lock()
+		for c, h := range w.leases {
+			if now.Sub(h.renewed) >= h.every-tick/2 {
+				h.renewed = now
+				due = append(due, c)
+				dueHeld = append(dueHeld, h)
 			}
 		}
-	}()
-	return func() {
-		close(done)
-		<-finished
+		w.leaseMu.Unlock()
+		var wg sync.WaitGroup
+		for i, c := range due {
+			wg.Add(1)
+			go func(c *claim, h *held) {
+				defer wg.Done()
+				w.renew(c, h)
+			}(c, dueHeld[i])
+		}
+		wg.Wait()
+	}
+}
+
+func (w *Worker) renew(c *claim, h *held) {
+	if h.job != nil {
+		if err := h.job.msg.InProgress(); err != nil {
+			h.log.Debug().Err(err).Msg("in-progress ack failed")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := w.store.renew(ctx, c); err != nil {
+		h.log.Warn().Err(err).Msg("renewing a claim failed")
 	}
 }
 
@@ -167,7 +216,7 @@ func (w *Worker) logOutcome(t *task, o *outcome, elapsed time.Duration) {
 	if e != nil && !e.Code.IsInvalidInput() {
 		level = zerolog.WarnLevel
 	}
-	ev := t.log.WithLevel(level).
+	ev := t.logger().WithLevel(level).
 		Str("status", string(o.status())).
 		Int("attempts", o.attempts()).
 		Dur("upstream_ms", o.a.upstream).

@@ -82,12 +82,16 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 		if err := w.waitRate(soft); err != nil {
 			return backoff.Permanent(err)
 		}
+		if err := w.acquireCall(soft); err != nil {
+			return backoff.Permanent(err)
+		}
 		if a.first.IsZero() {
 			a.first = w.clock.Now()
 		}
 		start := time.Now() // a measurement, not policy: always the wall clock
 		err := call(hard)
 		took := time.Since(start)
+		w.releaseCall()
 		a.count++
 		a.last = w.clock.Now()
 		a.upstream += took
@@ -110,7 +114,7 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 	}
 	notify := func(err error, wait time.Duration) {
 		w.metrics.retried(t.op)
-		t.log.Debug().Err(err).Int("attempt", a.count).Dur("wait", wait).Msg("retrying the iDenfy call")
+		t.logger().Debug().Err(err).Int("attempt", a.count).Dur("wait", wait).Msg("retrying the iDenfy call")
 	}
 	err := backoff.RetryNotifyWithTimer(op, backoff.WithContext(policy, soft), notify, &clockTimer{clock: w.clock})
 	if err == nil {

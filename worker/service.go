@@ -54,30 +54,28 @@ func (w *Worker) startService() error {
 // rest to the pool, so that a slow iDenfy never serialises requests.
 func (w *Worker) serveRequest(op operation, req micro.Request) {
 	start := time.Now()
-	t := &task{op: op, intake: intakeRequest}
+	t := &task{op: op, intake: intakeRequest, w: w}
 	if id := req.Headers().Get(messages.HeaderMsgID); id != "" {
 		t.key = msgIDKey(id)
 	}
 	reply := req.Reply()
 	if err := t.decode(req.Data()); err != nil {
-		t.log = w.taskLogger(t)
 		o := failed(t, attempts{}, err)
-		w.answerRequest(t, &o, reply, start)
+		w.answerRequest(t, o, reply, start)
 		return
 	}
-	t.log = w.taskLogger(t)
-	if !w.acquireSlot() {
+	if t.slot = w.acquireSlot(); t.slot == nil {
 		o := shuttingDown(t, attempts{})
-		w.answerRequest(t, &o, reply, start)
+		w.answerRequest(t, o, reply, start)
 		return
 	}
 	w.stats[op].inFlight.Add(1)
-	go func() {
-		defer w.releaseSlot()
+	w.spawn(func() {
+		defer t.slot.release()
 		defer w.stats[op].inFlight.Add(-1)
 		o := w.run(t)
-		w.answerRequest(t, &o, reply, start)
-	}()
+		w.answerRequest(t, o, reply, start)
+	})
 }
 
 // answerRequest replies on the request's inbox and publishes the result
@@ -93,7 +91,7 @@ func (w *Worker) answerRequest(t *task, o *outcome, reply string, start time.Tim
 			}
 		}
 		if err := w.nc.PublishMsg(msg); err != nil {
-			t.log.Warn().Err(err).Msg("replying failed")
+			t.logger().Warn().Err(err).Msg("replying failed")
 		}
 	}
 	w.publishResult(t, body, "")
@@ -194,11 +192,11 @@ func (w *Worker) publishResult(t *task, body []byte, replyTo string) {
 		subject = w.subj.ResultsVerify
 	}
 	if err := w.nc.Publish(subject, body); err != nil {
-		t.log.Warn().Err(err).Str("subject", subject).Msg("publishing the result failed")
+		t.logger().Warn().Err(err).Str("subject", subject).Msg("publishing the result failed")
 	}
 	if replyTo != "" {
 		if err := w.nc.Publish(replyTo, body); err != nil {
-			t.log.Warn().Err(err).Str("subject", replyTo).Msg("publishing the result to Reply-To failed")
+			t.logger().Warn().Err(err).Str("subject", replyTo).Msg("publishing the result to Reply-To failed")
 		}
 	}
 }

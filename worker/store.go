@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"sync"
 	"time"
 
@@ -46,21 +47,30 @@ type record struct {
 // store keeps outcomes, claims and verify memory in the KV bucket, and send
 // counters in the limits bucket.
 type store struct {
-	kv     jetstream.KeyValue
-	limits jetstream.KeyValue // nil when send limits are off
-	secret []byte             // keys every hash, so that stored hashes of numbers and codes cannot be reversed by enumeration
+	kv     *bucket
+	limits *bucket // nil when send limits are off
+	secret []byte  // keys every hash, so that stored hashes of numbers and codes cannot be reversed by enumeration
 	owner  string
 	lease  time.Duration
 	clock  Clock
+	hmacs  sync.Pool
 }
 
 // hash returns a keyed hash of value in the given domain, as 32 hex digits.
+// A request takes several; the HMAC states are pooled.
 func (s *store) hash(domain, value string) string {
-	m := hmac.New(sha256.New, s.secret)
+	m, _ := s.hmacs.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, s.secret)
+	}
+	m.Reset()
+	var buf [sha256.Size]byte
 	m.Write([]byte(domain))
 	m.Write([]byte{0})
 	m.Write([]byte(value))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	sum := m.Sum(buf[:0])
+	s.hmacs.Put(m)
+	return hex.EncodeToString(sum[:16])
 }
 
 // idempotencyKey is the KV key of an operation's idempotency key.
@@ -106,8 +116,9 @@ func (s *store) acquire(ctx context.Context, key, fingerprint string, mine func(
 	for range 10 {
 		entry, err := s.kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			rec := record{State: stateClaimed, Fingerprint: fingerprint}
-			c, err := s.write(ctx, key, 0, rec)
+			// Expired, or deleted by hand: a delete marker is a revision of
+			// its own, which the client's Create knows how to write over.
+			c, err := s.createOverDeleted(ctx, key, record{State: stateClaimed, Fingerprint: fingerprint})
 			if isConflict(err) {
 				continue
 			}
@@ -157,11 +168,22 @@ func (s *store) write(ctx context.Context, key string, rev uint64, rec record) (
 	if err != nil {
 		return nil, err
 	}
-	if rev == 0 {
-		rev, err = s.kv.Create(ctx, key, value)
-	} else {
-		rev, err = s.kv.Update(ctx, key, value, rev)
+	if rev, err = s.kv.put(ctx, key, value, rev); err != nil {
+		return nil, err
 	}
+	return &claim{key: key, rev: rev, rec: rec}, nil
+}
+
+// createOverDeleted claims a key that has no value, even if a delete
+// marker stands in its place.
+func (s *store) createOverDeleted(ctx context.Context, key string, rec record) (*claim, error) {
+	rec.Owner = s.owner
+	rec.LeaseUntil = s.clock.Now().Add(s.lease).UnixMilli()
+	value, err := json.Marshal(rec)
+	if err != nil {
+		return nil, err
+	}
+	rev, err := s.kv.Create(ctx, key, value)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +236,7 @@ func (s *store) update(ctx context.Context, c *claim, rec record) error {
 	if err != nil {
 		return err
 	}
-	rev, err := s.kv.Update(ctx, c.key, value, c.rev)
+	rev, err := s.kv.put(ctx, c.key, value, c.rev)
 	if isConflict(err) {
 		return errClaimLost
 	}

@@ -35,11 +35,11 @@ func (w *Worker) ensureBuckets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.store = &store{kv: kv, secret: w.cfg.HashKey, owner: w.id, lease: w.lease, clock: w.clock}
+	w.store = &store{kv: newBucket(w.nc, kv), secret: w.cfg.HashKey, owner: w.id, lease: w.lease, clock: w.clock}
 	if len(w.cfg.SendLimits) == 0 {
 		return nil
 	}
-	w.store.limits, err = w.ensureBucket(ctx, jetstream.KeyValueConfig{
+	limits, err := w.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      w.cfg.Bucket + "_limits",
 		Description: "idenfy-worker per-number send counters",
 		TTL:         w.longestWindow(),
@@ -47,7 +47,11 @@ func (w *Worker) ensureBuckets(ctx context.Context) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    w.cfg.Replicas,
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	w.store.limits = newBucket(w.nc, limits)
+	return nil
 }
 
 func (w *Worker) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {

@@ -88,7 +88,7 @@ type Config struct {
 	Bucket   string // KV bucket of outcomes; send counters go to Bucket+"_limits"
 	Replicas int    // replicas of the stream and buckets it creates, 1
 
-	Concurrency     int           // in-flight requests per process, shared by both intakes
+	Concurrency     int           // HTTP calls to iDenfy in flight per process, both intakes; twice as many requests are admitted
 	RateLimit       RateLimit     // upstream calls per process
 	RetryMaxElapsed time.Duration // backoff budget of one request
 	JobMaxAge       time.Duration // older jobs fail with expired
@@ -227,8 +227,13 @@ type Worker struct {
 	store        *store
 	metrics      *metrics
 
-	// slots bounds the requests in flight; both intakes take one per request.
-	slots chan struct{}
+	// calls bounds the HTTP attempts in flight (WORKER_CONCURRENCY);
+	// admitted bounds the requests in the worker, twice as many, so that
+	// calls are never idle while requests do their KV round trips.
+	calls    chan struct{}
+	admitted chan struct{}
+	// idle hands a request to a goroutine waiting for one (see spawn).
+	idle  chan func()
 	tasks tracker
 
 	// soft ends when shutdown starts: stop taking work, stop waiting
@@ -236,6 +241,9 @@ type Worker struct {
 	// attempts under way.
 	soft, hard         context.Context
 	stopSoft, stopHard context.CancelFunc
+
+	leaseMu sync.Mutex
+	leases  map[*claim]*held // claims under renewal (see keepClaim)
 
 	mu       sync.Mutex
 	mine     map[string]struct{} // idempotency keys this process works on
@@ -263,8 +271,11 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 		id:           nuid.Next(),
 		lease:        30 * time.Second,
 		jobRetryBase: 5 * time.Second,
-		slots:        make(chan struct{}, cfg.Concurrency),
+		calls:        make(chan struct{}, cfg.Concurrency),
+		admitted:     make(chan struct{}, 2*cfg.Concurrency),
+		idle:         make(chan func()),
 		mine:         make(map[string]struct{}),
+		leases:       make(map[*claim]*held),
 	}
 	for _, opt := range opts {
 		if err := opt(w); err != nil {
@@ -342,6 +353,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.jobs = newJobIntake(w, cons)
 		go w.jobs.run()
 	}
+	go w.keepLeases()
 	w.started = true
 	w.ready.Store(true)
 	ev := w.log.Info().Str("worker_id", w.id)
@@ -426,28 +438,84 @@ func (w *Worker) Ready(ctx context.Context) error {
 
 func (w *Worker) stopping() bool { return w.soft.Err() != nil }
 
-// acquireSlot takes a place in the pool, or fails when shutdown starts.
-func (w *Worker) acquireSlot() bool {
+// slot is a request's place in the worker: admitted requests are bounded,
+// so that a flood of them queues in NATS rather than in memory.
+type slot struct{ w *Worker }
+
+// acquireSlot admits a request, or returns nil when shutdown starts.
+func (w *Worker) acquireSlot() *slot {
 	select {
-	case w.slots <- struct{}{}:
+	case w.admitted <- struct{}{}:
 	default:
 		w.metrics.poolFull()
 		select {
-		case w.slots <- struct{}{}:
+		case w.admitted <- struct{}{}:
 		case <-w.soft.Done():
-			return false
+			return nil
 		}
 	}
 	if !w.tasks.add() {
-		<-w.slots
-		return false
+		<-w.admitted
+		return nil
 	}
-	return true
+	return &slot{w: w}
 }
 
-func (w *Worker) releaseSlot() {
-	<-w.slots
-	w.tasks.done()
+// release ends the request's admission.
+func (s *slot) release() {
+	<-s.w.admitted
+	s.w.tasks.done()
+}
+
+// acquireCall takes one of the WORKER_CONCURRENCY places of calls to iDenfy
+// in flight, shared by both intakes, for one HTTP attempt. The KV round
+// trips before and after a call, and the waits between attempts, hold none.
+func (w *Worker) acquireCall(ctx context.Context) error {
+	select {
+	case w.calls <- struct{}{}:
+		return nil
+	default:
+	}
+	w.metrics.poolFull()
+	select {
+	case w.calls <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (w *Worker) releaseCall() { <-w.calls }
+
+// spawnIdle is how long a goroutine that finished a request waits for the
+// next before it exits.
+const spawnIdle = 2 * time.Second
+
+// spawn runs f, which holds a slot, on a goroutine of its own. Goroutines
+// are reused: one that finishes waits a moment for the next request, so
+// that a busy worker does not grow a fresh stack (HTTP client, JSON, NATS:
+// a deep one) for every request. There are never more of them than places
+// in the two pools.
+func (w *Worker) spawn(f func()) {
+	select {
+	case w.idle <- f:
+	default:
+		go w.runLoop(f)
+	}
+}
+
+func (w *Worker) runLoop(f func()) {
+	timer := time.NewTimer(spawnIdle)
+	defer timer.Stop()
+	for {
+		f()
+		timer.Reset(spawnIdle)
+		select {
+		case f = <-w.idle:
+		case <-timer.C:
+			return
+		}
+	}
 }
 
 // tracker counts requests in flight and tells when the last one ends after
