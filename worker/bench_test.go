@@ -6,13 +6,13 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
@@ -39,15 +39,7 @@ func (memoryUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 // connection only satisfies New.
 func benchWorker(b *testing.B) *Worker {
 	b.Helper()
-	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoSigs: true, NoLog: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		b.Fatal("NATS not ready")
-	}
-	b.Cleanup(ns.Shutdown)
+	ns := natstest.RunServer(b, &server.Options{})
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		b.Fatal(err)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 	"github.com/idenfy-worker/idenfy-worker/worker"
 )
@@ -55,14 +56,9 @@ func startCluster(t testing.TB, n int) []*server.Server {
 	}
 	servers := make([]*server.Server, n)
 	for i := range servers {
-		ns, err := server.NewServer(&server.Options{
+		servers[i] = natstest.RunServer(t, &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       -1,
 			JetStream:  true,
-			StoreDir:   t.TempDir(),
-			NoSigs:     true,
-			NoLog:      true,
 			Cluster: server.ClusterOpts{
 				Name: "idenfy-test",
 				Host: "127.0.0.1",
@@ -70,20 +66,6 @@ func startCluster(t testing.TB, n int) []*server.Server {
 			},
 			Routes: server.RoutesFromStr(strings.Join(routes, ",")),
 		})
-		if err != nil {
-			t.Fatalf("server.NewServer: %v", err)
-		}
-		servers[i] = ns
-		go ns.Start()
-		t.Cleanup(func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		})
-	}
-	for _, ns := range servers {
-		if !ns.ReadyForConnections(30 * time.Second) {
-			t.Fatalf("NATS server %s not ready within 30s", ns.Name())
-		}
 	}
 	waitFor(t, "a JetStream meta leader that sees every peer, and every peer current", func() bool {
 		leader := false

@@ -16,6 +16,7 @@ import (
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 	"github.com/idenfy-worker/idenfy-worker/worker"
 )
@@ -28,31 +29,14 @@ import (
 // t.Cleanup.
 func startNATS(t testing.TB) *server.Server {
 	t.Helper()
-	return startNATSAt(t, -1, t.TempDir())
+	return natstest.RunServer(t, nil)
 }
 
+// startNATSAt starts one on port (-1: random) with its store in dir, so
+// that a test can stop it and start it again where it was.
 func startNATSAt(t testing.TB, port int, dir string) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      port,
-		JetStream: true,
-		StoreDir:  dir,
-		NoSigs:    true,
-		NoLog:     true,
-	})
-	if err != nil {
-		t.Fatalf("server.NewServer: %v", err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("NATS server not ready within 10s")
-	}
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	return ns
+	return natstest.RunServer(t, &server.Options{Port: port, JetStream: true, StoreDir: dir})
 }
 
 func connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
@@ -106,26 +107,7 @@ func (b *syncBuffer) String() string {
 // (-1: a random one), shut down by t.Cleanup.
 func startNATS(t *testing.T, port int, dir string) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      port,
-		JetStream: true,
-		StoreDir:  dir,
-		NoSigs:    true,
-		NoLog:     true,
-	})
-	if err != nil {
-		t.Fatalf("embedded NATS: %v", err)
-	}
-	go ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(waitLimit) {
-		t.Fatal("embedded NATS is not ready")
-	}
-	return ns
+	return natstest.RunServer(t, &server.Options{Port: port, JetStream: true, StoreDir: dir})
 }
 
 // freeLocalAddr returns a 127.0.0.1 address that was free a moment ago: the

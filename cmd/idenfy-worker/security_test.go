@@ -23,6 +23,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 	"github.com/rs/zerolog"
+
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 )
 
 // NATS_CREDS, NATS_NKEY and NATS_TLS_*: each against an embedded server that
@@ -34,22 +36,8 @@ import (
 // and TLS already set), on a random loopback port, shut down by t.Cleanup.
 func startSecureNATS(t *testing.T, opts *server.Options) *server.Server {
 	t.Helper()
-	opts.Host, opts.Port = "127.0.0.1", -1
-	opts.JetStream, opts.StoreDir = true, t.TempDir()
-	opts.NoLog, opts.NoSigs = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("embedded NATS: %v", err)
-	}
-	go ns.Start()
-	t.Cleanup(func() {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-	})
-	if !ns.ReadyForConnections(waitLimit) {
-		t.Fatal("embedded NATS is not ready")
-	}
-	return ns
+	opts.JetStream = true
+	return natstest.RunServer(t, opts)
 }
 
 // writeSecret writes a file only its owner may read, as a secret is mounted.
