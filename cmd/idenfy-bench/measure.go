@@ -78,16 +78,16 @@ func (b *bench) profile(p *process, name string) {
 	}()
 }
 
-// compareRequests measures the worker and the baseline responder under the
-// same closed-loop request/reply load.
-func (b *bench) compareRequests(ctx context.Context, latency time.Duration, concurrency, requesters int) (comparison, error) {
-	c := comparison{Name: fmt.Sprintf("request/reply, simulator %v, %d requesters, concurrency %d", latency, requesters, concurrency)}
+// compare measures the worker, and the baseline when -baseline, under the
+// same load, one after the other, each in an env of its own.
+func (b *bench) compare(name, baseline string, measure func(prog string) (figure, error)) (comparison, error) {
+	c := comparison{Name: name}
 	progs := []string{progWorker}
 	if b.o.baseline {
-		progs = append(progs, progBaselineResponder)
+		progs = append(progs, baseline)
 	}
 	for _, prog := range progs {
-		f, err := b.measureRequests(ctx, prog, latency, concurrency, requesters)
+		f, err := measure(prog)
 		if err != nil {
 			return c, err
 		}
@@ -95,6 +95,15 @@ func (b *bench) compareRequests(ctx context.Context, latency time.Duration, conc
 	}
 	c.ratio()
 	return c, nil
+}
+
+// compareRequests measures the worker and the baseline responder under the
+// same closed-loop request/reply load.
+func (b *bench) compareRequests(ctx context.Context, latency time.Duration, concurrency, requesters int) (comparison, error) {
+	name := fmt.Sprintf("request/reply, simulator %v, %d requesters, concurrency %d", latency, requesters, concurrency)
+	return b.compare(name, progBaselineResponder, func(prog string) (figure, error) {
+		return b.measureRequests(ctx, prog, latency, concurrency, requesters)
+	})
 }
 
 func (b *bench) measureRequests(ctx context.Context, prog string, latency time.Duration, concurrency, requesters int) (figure, error) {
@@ -189,20 +198,10 @@ func (b *bench) measureRequestRate(ctx context.Context, prog string, latency tim
 // compareJobs measures how fast the worker and the baseline jobs loop drain
 // the same backlog.
 func (b *bench) compareJobs(ctx context.Context, latency time.Duration, concurrency, jobs int) (comparison, error) {
-	c := comparison{Name: fmt.Sprintf("jobs backlog of %d, simulator %v, concurrency %d", jobs, latency, concurrency)}
-	progs := []string{progWorker}
-	if b.o.baseline {
-		progs = append(progs, progBaselineJobs)
-	}
-	for _, prog := range progs {
-		f, err := b.measureBacklog(ctx, prog, latency, concurrency, jobs)
-		if err != nil {
-			return c, err
-		}
-		c.Figures = append(c.Figures, f)
-	}
-	c.ratio()
-	return c, nil
+	name := fmt.Sprintf("jobs backlog of %d, simulator %v, concurrency %d", jobs, latency, concurrency)
+	return b.compare(name, progBaselineJobs, func(prog string) (figure, error) {
+		return b.measureBacklog(ctx, prog, latency, concurrency, jobs)
+	})
 }
 
 func (b *bench) measureBacklog(ctx context.Context, prog string, latency time.Duration, concurrency, jobs int) (figure, error) {
