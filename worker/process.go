@@ -2,9 +2,11 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/rs/zerolog"
 
 	"github.com/idenfy-worker/idenfy-worker/messages"
@@ -33,8 +35,8 @@ func (w *Worker) run(t *task) *outcome {
 	defer w.unmarkMine(c.key)
 	stop := w.keepClaim(c, t.logger(), t.job)
 	o = w.handle(soft, w.hard, t, c.rec)
-	stop()
 	w.record(t, c, o)
+	stop()
 	return o
 }
 
@@ -82,18 +84,41 @@ func (w *Worker) record(t *task, c *claim, o *outcome) {
 	}
 	w.settle(t, o)
 
-	ctx, done := context.WithTimeout(context.Background(), storeTimeout)
-	defer done()
-	var err error
-	if o.handBack {
-		err = w.store.release(ctx, c, &o.a, o.counted)
-	} else {
-		err = w.store.finish(ctx, c, &o.a, o.counted, o.encode())
+	// The outcome must be stored before the job is acked or the request
+	// answered, or a duplicate would call iDenfy again: a store that is
+	// briefly away (a NATS restart) is waited for, with the claim's lease
+	// still renewed, up to recordBudget.
+	var result []byte
+	if !o.handBack {
+		result = o.encode()
 	}
+	b := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(2*time.Second),
+		backoff.WithMaxElapsedTime(recordBudget),
+	), w.hard)
+	err := backoff.Retry(func() error {
+		ctx, done := context.WithTimeout(context.Background(), storeTimeout)
+		defer done()
+		var err error
+		if o.handBack {
+			err = w.store.release(ctx, c, &o.a, o.counted)
+		} else {
+			err = w.store.finish(ctx, c, &o.a, o.counted, result)
+		}
+		if errors.Is(err, errClaimLost) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, b)
 	if err != nil {
-		t.logger().Warn().Err(err).Bool("hand_back", o.handBack).Msg("recording the outcome in the idempotency store failed")
+		t.logger().Error().Err(err).Bool("hand_back", o.handBack).
+			Msg("recording the outcome in the idempotency store failed; a duplicate of this request would call iDenfy again")
 	}
 }
+
+// recordBudget bounds how long an outcome waits for the store to take it.
+const recordBudget = 30 * time.Second
 
 // settle gives back the send-limit place of a send that ended in failure
 // without any attempt that may have reached iDenfy: nobody was texted. A job
