@@ -1,0 +1,158 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/idenfy-worker/idenfy-worker/idenfy"
+	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
+	"github.com/idenfy-worker/idenfy-worker/messages"
+)
+
+// A job delivered again after its outcome was stored (its ack lost, its
+// ack wait run out) is answered from the store: same result, no second
+// SMS. The worker's own intake is off, so that the test holds the stream
+// message and hands the same delivery to the worker twice, as JetStream
+// would redeliver it; the job has no Nats-Msg-Id, so its key is its stream
+// sequence, the same on every delivery.
+func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
+	ns := natstest.RunServer(t, nil)
+	sim := idenfytest.NewServer(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	client, err := idenfy.NewClient(idenfy.Config{BaseURL: sim.URL, APIKey: idenfytest.DefaultAPIKey, APISecret: idenfytest.DefaultAPISecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{Conn: nc, Client: client, HashKey: []byte("k"), Logger: zerolog.New(zerolog.NewTestWriter(t)), DisableJobs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = w.Shutdown(context.Background()) })
+	cons, err := w.ensureJobs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := nc.SubscribeSync(w.subj.ResultsSend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(messages.SendRequest{PhoneNumber: "+12025550163", CorrelationID: "again"})
+	if _, err := js.Publish(ctx, w.subj.JobsSend, data); err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, ok := <-batch.Messages()
+	if !ok {
+		t.Fatalf("no job fetched: %v", batch.Error())
+	}
+
+	intake := newJobIntake(w, cons)
+	var got []messages.SendResult
+	for delivery := 1; delivery <= 2; delivery++ {
+		place := w.acquireSlot()
+		intake.process(msg, place)
+		place.release()
+		m, err := results.NextMsg(10 * time.Second)
+		if err != nil {
+			t.Fatalf("delivery %d: no result: %v", delivery, err)
+		}
+		var r messages.SendResult
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, r)
+	}
+	if got[0].Status != messages.StatusSent || got[1] != got[0] {
+		t.Errorf("results = %+v then %+v, want the same sent result twice", got[0], got[1])
+	}
+	if n := sim.Stats().SendSMS; n != 1 {
+		t.Errorf("iDenfy got %d sends, want 1", n)
+	}
+}
+
+// WORKER_RATE_LIMIT holds calls back: at one call an hour, a second send
+// waits for its turn (iDenfy sees one call) until shutdown answers it.
+func TestRateLimitHoldsCallsBack(t *testing.T) {
+	ns := natstest.RunServer(t, nil)
+	sim := idenfytest.NewServer(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	client, err := idenfy.NewClient(idenfy.Config{BaseURL: sim.URL, APIKey: idenfytest.DefaultAPIKey, APISecret: idenfytest.DefaultAPISecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{Conn: nc, Client: client, HashKey: []byte("k"), Logger: zerolog.New(zerolog.NewTestWriter(t)),
+		DisableJobs: true, RateLimit: RateLimit{N: 1, Per: time.Hour}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	send := func(phone string) *nats.Msg {
+		data, _ := json.Marshal(messages.SendRequest{PhoneNumber: phone})
+		m, err := nc.RequestWithContext(ctx, w.subj.Send, data)
+		if err != nil {
+			t.Errorf("send to %s: %v", phone, err)
+		}
+		return m
+	}
+	if m := send("+12025550163"); m == nil || !json.Valid(m.Data) {
+		t.Fatal("first send unanswered")
+	}
+	waitTasks := func(n int) {
+		deadline := time.Now().Add(20 * time.Second)
+		for w.tasks.count() != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d requests in the worker, want %d", w.tasks.count(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitTasks(0) // the first is done
+	second := make(chan *nats.Msg, 1)
+	go func() { second <- send("+12025550164") }()
+	waitTasks(1) // the second is in, waiting for its turn
+	if n := sim.Stats().SendSMS; n != 1 {
+		t.Errorf("iDenfy got %d sends while the second waits, want 1", n)
+	}
+	if err := w.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	m := <-second
+	var r messages.SendResult
+	if m == nil || json.Unmarshal(m.Data, &r) != nil || r.Error == nil || r.Error.Code != messages.CodeShuttingDown {
+		t.Errorf("the held-back send was answered %v, want shutting_down", m)
+	}
+	if n := sim.Stats().SendSMS; n != 1 {
+		t.Errorf("iDenfy got %d sends in all, want 1", n)
+	}
+}
