@@ -75,6 +75,21 @@ func (c baselineConfig) client() (*idenfy.Client, error) {
 	}, opts...)
 }
 
+// baselineSetup reads the configuration and makes the HTTP client and the
+// NATS connection of a baseline process.
+func baselineSetup() (baselineConfig, *idenfy.Client, *nats.Conn, error) {
+	c, err := baselineFromEnv()
+	if err != nil {
+		return c, nil, nil, err
+	}
+	client, err := c.client()
+	if err != nil {
+		return c, nil, nil, err
+	}
+	nc, err := nats.Connect(c.natsURL)
+	return c, client, nc, err
+}
+
 // serveReady answers 200 on /readyz once the baseline serves.
 func serveReady(addr string) error {
 	ln, err := net.Listen("tcp", addr)
@@ -109,15 +124,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 // runBaselineResponder is a minimal micro responder: the same endpoint, a
 // pool of the same size, one HTTP call, a reply.
 func runBaselineResponder() error {
-	c, err := baselineFromEnv()
-	if err != nil {
-		return err
-	}
-	client, err := c.client()
-	if err != nil {
-		return err
-	}
-	nc, err := nats.Connect(c.natsURL)
+	c, client, nc, err := baselineSetup()
 	if err != nil {
 		return err
 	}
@@ -155,15 +162,7 @@ func runBaselineResponder() error {
 // runBaselineJobs is a minimal jobs loop: pull in batches into a pool of the
 // same size, one HTTP call, publish the result, ack.
 func runBaselineJobs() error {
-	c, err := baselineFromEnv()
-	if err != nil {
-		return err
-	}
-	client, err := c.client()
-	if err != nil {
-		return err
-	}
-	nc, err := nats.Connect(c.natsURL)
+	c, client, nc, err := baselineSetup()
 	if err != nil {
 		return err
 	}

@@ -78,6 +78,20 @@ func (b *bench) profile(p *process, name string) {
 	}()
 }
 
+// setUp makes a fresh env and starts prog against it.
+func (b *bench) setUp(prog string, latency time.Duration, concurrency int) (*env, *process, error) {
+	e, err := newEnv(latency)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := b.startProgram(prog, e, concurrency)
+	if err != nil {
+		e.close()
+		return nil, nil, err
+	}
+	return e, p, nil
+}
+
 // compare measures the worker, and the baseline when -baseline, under the
 // same load, one after the other, each in an env of its own.
 func (b *bench) compare(name, baseline string, measure func(prog string) (figure, error)) (comparison, error) {
@@ -108,15 +122,11 @@ func (b *bench) compareRequests(ctx context.Context, latency time.Duration, conc
 
 func (b *bench) measureRequests(ctx context.Context, prog string, latency time.Duration, concurrency, requesters int) (figure, error) {
 	f := figure{Program: prog, Intake: "request", SimLatencyMs: ms(latency), Concurrency: concurrency, Load: fmt.Sprintf("%d requesters", requesters)}
-	e, err := newEnv(latency)
+	e, p, err := b.setUp(prog, latency, concurrency)
 	if err != nil {
 		return f, err
 	}
 	defer e.close()
-	p, err := b.startProgram(prog, e, concurrency)
-	if err != nil {
-		return f, err
-	}
 	defer p.stop()
 	conns, err := connections(e.natsURL, min(8, max(1, requesters/64)))
 	if err != nil {
@@ -165,15 +175,11 @@ func (b *bench) requestRate(ctx context.Context, latency time.Duration, concurre
 
 func (b *bench) measureRequestRate(ctx context.Context, prog string, latency time.Duration, concurrency, rate int) (figure, error) {
 	f := figure{Program: prog, Intake: "request", SimLatencyMs: ms(latency), Concurrency: concurrency, Load: fmt.Sprintf("%d/s", rate)}
-	e, err := newEnv(latency)
+	e, p, err := b.setUp(prog, latency, concurrency)
 	if err != nil {
 		return f, err
 	}
 	defer e.close()
-	p, err := b.startProgram(prog, e, concurrency)
-	if err != nil {
-		return f, err
-	}
 	defer p.stop()
 	conns, err := connections(e.natsURL, 4)
 	if err != nil {
