@@ -157,7 +157,8 @@ func shuttingDown(t *task, a attempts) *outcome {
 	return failed(t, a, messages.NewError(messages.CodeShuttingDown, "the worker is shutting down; ask again"))
 }
 
-// errStore is a failure of the JetStream KV store the worker needs.
+// storeError is the outcome of a task whose JetStream KV store is away: a
+// request is told so (retryable), a job goes back to the stream.
 func storeError(t *task, a attempts, what string, err error) *outcome {
 	t.logger().Error().Err(err).Msg(what)
 	e := messages.NewError(messages.CodeUpstreamUnavailable, "the worker's state store (NATS JetStream) is unavailable: "+what)

@@ -135,10 +135,9 @@ func (j *jobIntake) run() {
 	}
 }
 
-// consume hands each job to the pool. It takes a slot only once it holds a
-// job: a slot held while waiting for the next job is one that requests
-// cannot use (with a concurrency of 1, requests would never be served). The
-// pull batch bounds how far jobs are pulled ahead of the pool.
+// consume admits each job into the worker. It waits for room only once it
+// holds a job: room held while waiting for the next job is room that
+// requests cannot use. The pull batch bounds how far jobs are pulled ahead.
 func (j *jobIntake) consume(iter jetstream.MessagesContext) error {
 	w := j.w
 	for {
