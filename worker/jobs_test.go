@@ -532,3 +532,44 @@ func TestIdempotencyKeyDeletedByHand(t *testing.T) {
 		t.Errorf("iDenfy got %d sends, want 2", n)
 	}
 }
+
+// A job whose last delivery goes unanswered (here: taken by a client that
+// never acks, as a worker that died would) is answered from JetStream's
+// max-deliveries advisory and removed, rather than stranded in the stream.
+func TestJobThatUsedUpItsDeliveriesIsAnswered(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withoutStart())
+	h.createStream(jetstream.StreamConfig{Storage: jetstream.FileStorage})
+	h.createConsumer(jetstream.ConsumerConfig{MaxDeliver: 1, AckWait: 500 * time.Millisecond})
+	results := h.collect(h.subj.ResultsSend)
+	replies := h.subscribe("signup.replies.7")
+	h.publishJob(h.subj.JobsSend, messages.SendRequest{PhoneNumber: "+12025550163", CorrelationID: "stranded"},
+		header(messages.HeaderReplyTo, "signup.replies.7"))
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cons, err := h.js.Consumer(ctx, worker.DefaultStream, worker.DefaultConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := <-batch.Messages(); !ok {
+		t.Fatalf("the job was not delivered: %v", batch.Error())
+	}
+	h.start() // the job's only delivery is taken and will never be acked
+
+	res := sendResult(t, results.wait("stranded", 1))
+	if res.Error == nil || res.Error.Code != messages.CodeUpstreamUnavailable || !res.Error.Retryable {
+		t.Errorf("result = %+v, want failed upstream_unavailable, retryable", res)
+	}
+	if reply := next(t, replies); len(reply.Data) == 0 {
+		t.Error("nothing on the job's Reply-To")
+	}
+	h.waitDrained()
+	if n := h.sim.Stats().SendSMS; n != 0 {
+		t.Errorf("iDenfy got %d sends, want 0", n)
+	}
+}

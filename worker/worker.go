@@ -250,6 +250,7 @@ type Worker struct {
 	started  bool
 	svc      micro.Service
 	jobs     *jobIntake
+	stranded *nats.Subscription // max-deliveries advisories (see watchStranded)
 	stats    [2]endpointStats
 	shutOnce sync.Once
 	ready    atomic.Bool
@@ -350,6 +351,15 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 	}
 	if cons != nil {
+		sub, err := w.watchStranded()
+		if err != nil {
+			if w.svc != nil {
+				_ = w.svc.Stop()
+				w.svc = nil
+			}
+			return fmt.Errorf("worker: watching for jobs that used up their deliveries: %w", err)
+		}
+		w.stranded = sub
 		w.jobs = newJobIntake(w, cons)
 		go w.jobs.run()
 	}
@@ -376,8 +386,11 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		w.log.Info().Msg("worker stopping: no new work")
 		w.stopSoft()
 		w.mu.Lock()
-		svc, jobs := w.svc, w.jobs
+		svc, jobs, stranded := w.svc, w.jobs, w.stranded
 		w.mu.Unlock()
+		if stranded != nil {
+			_ = stranded.Unsubscribe()
+		}
 		if svc != nil {
 			if err := svc.Stop(); err != nil {
 				w.log.Warn().Err(err).Msg("stopping the micro service")
