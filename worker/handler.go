@@ -228,10 +228,16 @@ func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) *
 	req := t.verify
 	key := w.store.verifyKey(req.RequestID)
 	code := w.store.codeHash(req.RequestID, req.ReceivedCode)
+	release, o := w.holdLocally(soft, t, key)
+	if o != nil {
+		o.a = a
+		return o
+	}
+	defer release()
 	var c *claim
 	for c == nil {
 		ctx, cancel := context.WithTimeout(hard, storeTimeout)
-		acq, err := w.store.acquire(ctx, key, code, w.isMine)
+		acq, err := w.store.acquire(ctx, key, code, false, w.isMine)
 		cancel()
 		switch {
 		case err != nil:
@@ -259,10 +265,8 @@ func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) *
 	// upstream makes any false unreliable, for this verify too.
 	a.ambiguous = a.ambiguous || c.rec.Ambiguous
 
-	w.markMine(key)
-	defer w.unmarkMine(key)
 	stop := w.keepClaim(c, t.logger(), nil)
-	o := w.askVerify(soft, hard, t, a)
+	o = w.askVerify(soft, hard, t, a)
 	stop()
 
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)

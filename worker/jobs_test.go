@@ -573,3 +573,62 @@ func TestJobThatUsedUpItsDeliveriesIsAnswered(t *testing.T) {
 		t.Errorf("iDenfy got %d sends, want 0", n)
 	}
 }
+
+// Duplicates racing inside one worker: many concurrent requests with the
+// same Nats-Msg-Id make one call upstream and get one answer, and many
+// concurrent verifies of one request_id with the right code are all
+// verified after one call.
+func TestConcurrentDuplicatesInOneWorker(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	const keys, copies = 40, 6
+	var wg sync.WaitGroup
+	ids := make([][]string, keys)
+	var mu sync.Mutex
+	for k := range keys {
+		for range copies {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req := messages.SendRequest{PhoneNumber: fmt.Sprintf("+1202555%04d", k)}
+				res := h.send(req, header(messages.HeaderMsgID, fmt.Sprint("same-", k)))
+				mu.Lock()
+				ids[k] = append(ids[k], res.RequestID)
+				mu.Unlock()
+			}()
+		}
+	}
+	wg.Wait()
+	for k, got := range ids {
+		for _, id := range got {
+			if id == "" || id != got[0] {
+				t.Errorf("key %d answered request_ids %q, want one and the same", k, got)
+				break
+			}
+		}
+	}
+	if n := h.sim.Stats().SendSMS; n != keys {
+		t.Errorf("iDenfy got %d sends for %d keys, want %d", n, keys, keys)
+	}
+
+	requestID, code := h.sendCode("+447700900123")
+	before := h.sim.Stats().VerifySMS
+	statuses := make(chan messages.Status, copies)
+	for range copies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			statuses <- h.verify(messages.VerifyRequest{RequestID: requestID, ReceivedCode: code}, nil).Status
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for s := range statuses {
+		if s != messages.StatusVerified {
+			t.Errorf("a concurrent verify of the right code = %s, want verified", s)
+		}
+	}
+	if n := h.sim.Stats().VerifySMS - before; n != 1 {
+		t.Errorf("iDenfy got %d verifies, want 1", n)
+	}
+}

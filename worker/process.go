@@ -28,11 +28,11 @@ func (w *Worker) run(t *task) *outcome {
 		w.settle(t, o)
 		return o
 	}
-	c, o := w.claimKey(soft, t)
+	c, release, o := w.claimKey(soft, t)
 	if o != nil {
 		return o
 	}
-	defer w.unmarkMine(c.key)
+	defer release()
 	stop := w.keepClaim(c, t.logger(), t.job)
 	o = w.handle(soft, w.hard, t, c.rec)
 	w.record(t, c, o)
@@ -41,36 +41,67 @@ func (w *Worker) run(t *task) *outcome {
 }
 
 // claimKey claims the task's idempotency key, or returns the outcome that
-// ends the task instead: a stored one, a refusal, a hand-back.
-func (w *Worker) claimKey(soft context.Context, t *task) (*claim, *outcome) {
+// ends the task instead: a stored one, a refusal, a hand-back. release
+// gives the key back to the other tasks of this process.
+func (w *Worker) claimKey(soft context.Context, t *task) (c *claim, release func(), o *outcome) {
 	key := w.store.idempotencyKey(t.op, t.key)
+	held, o := w.holdLocally(soft, t, key)
+	if o != nil {
+		return nil, nil, o
+	}
+	defer func() {
+		if c == nil {
+			held()
+		}
+	}()
 	fingerprint := t.fingerprint(w.store)
 	for {
 		ctx, done := context.WithTimeout(w.hard, storeTimeout)
-		acq, err := w.store.acquire(ctx, key, fingerprint, w.isMine)
+		acq, err := w.store.acquire(ctx, key, fingerprint, true, w.isMine)
 		done()
 		switch {
 		case err != nil:
-			return nil, storeError(t, attempts{}, "reading the idempotency key failed", err)
+			return nil, nil, storeError(t, attempts{}, "reading the idempotency key failed", err)
 		case acq.mismatch:
-			return nil, failed(t, attempts{}, messages.NewError(messages.CodeInvalidRequest,
+			return nil, nil, failed(t, attempts{}, messages.NewError(messages.CodeInvalidRequest,
 				"this Nats-Msg-Id was already used for a different request; use a new one per request"))
 		case acq.done:
 			o, err := decodeOutcome(t.op, acq.stored)
 			if err != nil {
-				return nil, storeError(t, attempts{}, "a stored outcome is unreadable", err)
+				return nil, nil, storeError(t, attempts{}, "a stored outcome is unreadable", err)
 			}
 			// The outcome is the first request's; the envelope is this one's.
 			if id := t.correlationID(); id != "" {
 				o.send.CorrelationID, o.verify.CorrelationID = id, id
 			}
 			w.metrics.dedupHit(t.intake)
-			return nil, o
+			return nil, nil, o
 		case acq.claim != nil:
-			w.markMine(key)
-			return acq.claim, nil
+			return acq.claim, held, nil
 		}
 		if o, stop := w.waitBusy(soft, t, acq.busy); stop {
+			return nil, nil, o
+		}
+	}
+}
+
+// holdLocally waits until no other task of this process holds key, then
+// holds it. A job whose key is held goes back to the stream instead (unless
+// this is its last delivery).
+func (w *Worker) holdLocally(soft context.Context, t *task, key string) (release func(), o *outcome) {
+	for {
+		release, busy := w.holdKey(key)
+		if release != nil {
+			return release, nil
+		}
+		if t.job != nil && !t.job.last {
+			return nil, &outcome{op: t.op, handBack: true, delay: time.Second}
+		}
+		select {
+		case <-busy:
+		case <-soft.Done():
+			o := shuttingDown(t, attempts{})
+			o.handBack = t.job != nil
 			return nil, o
 		}
 	}

@@ -106,7 +106,12 @@ type acquisition struct {
 // claim whose lease ran out is taken over and counts as an ambiguous
 // attempt: its worker may have died in the middle of a call. mine reports
 // whether this process is still working on the key itself.
-func (s *store) acquire(ctx context.Context, key, fingerprint string, mine func(string) bool) (acquisition, error) {
+//
+// With strict, a record made for another fingerprint is refused before
+// anything is written (an idempotency key reused for another request);
+// without, it only matters once the record is done (verify memory: a
+// request_id verified with another code).
+func (s *store) acquire(ctx context.Context, key, fingerprint string, strict bool, mine func(string) bool) (acquisition, error) {
 	// Most keys are new: claiming blind is one round trip, and only a
 	// conflict reads what is there.
 	c, err := s.write(ctx, key, 0, record{State: stateClaimed, Fingerprint: fingerprint})
@@ -133,6 +138,9 @@ func (s *store) acquire(ctx context.Context, key, fingerprint string, mine func(
 			rec = record{State: stateClaimed, Ambiguous: true}
 		}
 		mismatch := rec.Fingerprint != "" && rec.Fingerprint != fingerprint
+		if mismatch && strict {
+			return acquisition{mismatch: true}, nil
+		}
 		now := s.clock.Now()
 		switch {
 		case rec.State == stateDone:

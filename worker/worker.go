@@ -246,7 +246,7 @@ type Worker struct {
 	leases  map[*claim]*held // claims under renewal (see keepClaim)
 
 	mu       sync.Mutex
-	mine     map[string]struct{} // idempotency keys this process works on
+	mine     map[string]chan struct{} // KV keys a task of this process holds (see holdKey)
 	started  bool
 	svc      micro.Service
 	jobs     *jobIntake
@@ -275,7 +275,7 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 		calls:        make(chan struct{}, cfg.Concurrency),
 		admitted:     make(chan struct{}, 2*cfg.Concurrency),
 		idle:         make(chan func()),
-		mine:         make(map[string]struct{}),
+		mine:         make(map[string]chan struct{}),
 		leases:       make(map[*claim]*held),
 	}
 	for _, opt := range opts {
@@ -589,18 +589,28 @@ func (w *Worker) waitRate(ctx context.Context) error {
 	return w.limiter.Wait(ctx)
 }
 
-func (w *Worker) markMine(key string) {
+// holdKey makes this process's task the only one working on a KV key
+// (an idempotency key, a request_id's verify turn): two tasks of one process
+// must not race each other for the store's claim, since the store cannot
+// tell them apart. It returns release when the key was free, or a channel
+// that closes when its holder releases it.
+func (w *Worker) holdKey(key string) (release func(), busy <-chan struct{}) {
 	w.mu.Lock()
-	w.mine[key] = struct{}{}
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	if ch, ok := w.mine[key]; ok {
+		return nil, ch
+	}
+	ch := make(chan struct{})
+	w.mine[key] = ch
+	return func() {
+		w.mu.Lock()
+		delete(w.mine, key)
+		w.mu.Unlock()
+		close(ch)
+	}, nil
 }
 
-func (w *Worker) unmarkMine(key string) {
-	w.mu.Lock()
-	delete(w.mine, key)
-	w.mu.Unlock()
-}
-
+// isMine reports whether a task of this process holds key.
 func (w *Worker) isMine(key string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
