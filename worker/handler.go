@@ -163,7 +163,11 @@ func storeError(t *task, a attempts, what string, err error) *outcome {
 	t.logger().Error().Err(err).Msg(what)
 	e := messages.NewError(messages.CodeUpstreamUnavailable, "the worker's state store (NATS JetStream) is unavailable: "+what)
 	o := failed(t, a, e)
-	o.handBack = t.job != nil
+	if t.job != nil {
+		// Back to the stream, to return when the store may be back: at
+		// once, every delivery would be spent in milliseconds.
+		o.handBack, o.delay = true, jobRetryDelay(t.job.retryBase, t.job.delivered)
+	}
 	return o
 }
 
@@ -174,8 +178,10 @@ func (w *Worker) handle(soft, hard context.Context, t *task, prior record) *outc
 	a := attempts{count: prior.Attempts, ambiguous: prior.Ambiguous}
 	if t.job != nil {
 		if age := w.clock.Now().Sub(t.job.published); age > w.cfg.JobMaxAge {
-			return failed(t, a, messages.NewError(messages.CodeExpired, fmt.Sprintf(
+			o := failed(t, a, messages.NewError(messages.CodeExpired, fmt.Sprintf(
 				"the job waited %s, longer than the job max age of %s", age.Round(time.Second), w.cfg.JobMaxAge)))
+			o.counted = prior.Counted // an earlier delivery's place is given back
+			return o
 		}
 	}
 	if t.op == opVerify {
@@ -334,6 +340,9 @@ func (w *Worker) failedCall(soft context.Context, t *task, a attempts, err error
 	switch {
 	case permanent:
 		t.logger().Error().Str("code", string(e.Code)).Msg("iDenfy refused the account: " + e.Message)
+		if a.ambiguous && t.op == opSend {
+			e.Message += "; an earlier attempt may have reached iDenfy, so the user may have been texted"
+		}
 	case soft.Err() != nil && w.stopping():
 		o := shuttingDown(t, a)
 		o.handBack = t.job != nil

@@ -65,14 +65,15 @@ type jobIntake struct {
 	w         *Worker
 	consuming atomic.Bool
 
-	mu   sync.Mutex
-	cons jetstream.Consumer
-	iter jetstream.MessagesContext
-	done chan struct{}
+	mu      sync.Mutex
+	cons    jetstream.Consumer
+	created time.Time // of the stream, for the keys of jobs without Nats-Msg-Id
+	iter    jetstream.MessagesContext
+	done    chan struct{}
 }
 
-func newJobIntake(w *Worker, cons jetstream.Consumer) *jobIntake {
-	return &jobIntake{w: w, cons: cons, done: make(chan struct{})}
+func newJobIntake(w *Worker, cons jetstream.Consumer, created time.Time) *jobIntake {
+	return &jobIntake{w: w, cons: cons, created: created, done: make(chan struct{})}
 }
 
 // pullBatch is how many jobs a worker keeps buffered ahead of its pool:
@@ -123,14 +124,14 @@ func (j *jobIntake) run() {
 		}
 		wait = min(2*wait, 10*time.Second)
 		ctx, cancel := context.WithTimeout(w.soft, 10*time.Second)
-		cons, err = w.ensureJobs(ctx)
+		cons, created, err := w.ensureJobs(ctx)
 		cancel()
 		if err != nil {
 			w.log.Warn().Err(err).Msg("jobs consumer set-up failed")
 			continue
 		}
 		j.mu.Lock()
-		j.cons = cons
+		j.cons, j.created = cons, created
 		j.mu.Unlock()
 	}
 }
@@ -194,8 +195,12 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 		_ = msg.Term()
 		return
 	}
-	if w.stopping() {
-		_ = msg.Nak()
+	j.mu.Lock()
+	cfg, created := j.cons.CachedInfo().Config, j.created
+	j.mu.Unlock()
+	last := cfg.MaxDeliver > 0 && meta.NumDelivered >= uint64(cfg.MaxDeliver)
+	if w.stopping() && !last {
+		_ = msg.Nak() // another worker takes it; a last delivery is answered here
 		return
 	}
 	op, ok := j.operationOf(msg.Subject())
@@ -204,14 +209,11 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 		_ = msg.TermWithReason("unknown job subject")
 		return
 	}
-	j.mu.Lock()
-	cfg := j.cons.CachedInfo().Config
-	j.mu.Unlock()
 	d := &jobDelivery{
 		msg:       msg,
 		published: meta.Timestamp,
 		delivered: meta.NumDelivered,
-		last:      cfg.MaxDeliver > 0 && meta.NumDelivered >= uint64(cfg.MaxDeliver),
+		last:      last,
 		ackWait:   cfg.AckWait,
 		maxAge:    w.cfg.JobMaxAge,
 		retryBase: w.jobRetryBase,
@@ -224,7 +226,7 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 	if id := msg.Headers().Get(messages.HeaderMsgID); id != "" {
 		t.key = msgIDKey(id)
 	} else {
-		t.key = "seq:" + strconv.FormatUint(meta.Sequence.Stream, 10)
+		t.key = seqKey(meta.Stream, created, meta.Sequence.Stream)
 	}
 	if replyTo := msg.Headers().Get(messages.HeaderReplyTo); replyTo != "" {
 		if validSubject(replyTo) {
@@ -292,6 +294,12 @@ func (j *jobIntake) handBack(t *task, o *outcome) {
 // intakes; a job without one is keyed by its stream sequence instead.
 func msgIDKey(id string) string { return "id:" + id }
 
+// seqKey is the idempotency key of a job without Nats-Msg-Id: its place in
+// one life of one stream (a stream made again starts over at 1).
+func seqKey(stream string, created time.Time, seq uint64) string {
+	return "seq:" + stream + ":" + strconv.FormatInt(created.UnixNano(), 10) + ":" + strconv.FormatUint(seq, 10)
+}
+
 func (j *jobIntake) operationOf(subject string) (operation, bool) {
 	switch subject {
 	case j.w.subj.JobsSend:
@@ -302,10 +310,12 @@ func (j *jobIntake) operationOf(subject string) (operation, bool) {
 	return 0, false
 }
 
-// validSubject reports whether s can be published to: dot-separated
-// non-empty tokens, no wildcards, no whitespace.
+// validSubject reports whether a job's Reply-To may be published to:
+// dot-separated non-empty tokens, no wildcards, no whitespace, and not a
+// system subject ($KV, $JS, $SYS...): a job must not make the worker write
+// with its own permissions where its publisher could not.
 func validSubject(s string) bool {
-	if s == "" || len(s) > 1024 {
+	if s == "" || len(s) > 1024 || s[0] == '$' {
 		return false
 	}
 	for _, tok := range strings.Split(s, ".") {

@@ -632,3 +632,59 @@ func TestConcurrentDuplicatesInOneWorker(t *testing.T) {
 		t.Errorf("iDenfy got %d verifies, want 1", n)
 	}
 }
+
+// A retryable failure is not a key's final outcome: the same Nats-Msg-Id
+// asked again once the outage is over is tried again.
+func TestRetryableFailureDoesNotStickToItsKey(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withConfig(func(c *worker.Config) { c.RetryMaxElapsed = time.Second }))
+	if err := h.sim.InjectFault(idenfytest.Fault{Status: 503, Count: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	req := messages.SendRequest{PhoneNumber: "+12025550163"}
+	first := h.send(req, header(messages.HeaderMsgID, "outage-1"))
+	if first.Error == nil || first.Error.Code != messages.CodeUpstreamUnavailable || !first.Error.Retryable {
+		t.Fatalf("send during the outage = %+v, want retryable upstream_unavailable", first)
+	}
+	h.sim.ClearFaults()
+	before := h.sim.Stats().SendSMS
+	second := h.send(req, header(messages.HeaderMsgID, "outage-1"))
+	if second.Status != messages.StatusSent || h.sim.Stats().SendSMS != before+1 {
+		t.Errorf("the same key after the outage = %+v after %d more calls, want sent after 1", second, h.sim.Stats().SendSMS-before)
+	}
+}
+
+// A stream made again starts its sequences over: a job without Nats-Msg-Id
+// in the new stream is not mistaken for the old stream's job of the same
+// sequence.
+func TestJobsWithoutMsgIDInARecreatedStream(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	results := h.collect(h.subj.ResultsSend)
+	job := messages.SendRequest{PhoneNumber: "+12025550163", CorrelationID: "first"}
+	h.publishJob(h.subj.JobsSend, job, nil)
+	first := sendResult(t, results.wait("first", 1))
+	h.waitDrained()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.js.DeleteStream(ctx, worker.DefaultStream); err != nil {
+		t.Fatal(err)
+	}
+	// The worker makes the stream and its consumer again.
+	waitFor(t, "the stream to be made again", func() bool {
+		_, err := h.js.Consumer(ctx, worker.DefaultStream, worker.DefaultConsumer)
+		return err == nil
+	})
+	job.CorrelationID = "second"
+	if ack := h.publishJob(h.subj.JobsSend, job, nil); ack.Sequence != 1 {
+		t.Fatalf("the new stream's first job has sequence %d, want 1", ack.Sequence)
+	}
+	second := sendResult(t, results.wait("second", 1))
+	if first.Status != messages.StatusSent || second.Status != messages.StatusSent || second.RequestID == first.RequestID {
+		t.Errorf("results = %+v, %+v; want two sends with two request_ids", first, second)
+	}
+	if n := h.sim.Stats().SendSMS; n != 2 {
+		t.Errorf("iDenfy got %d sends, want 2", n)
+	}
+}

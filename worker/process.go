@@ -119,8 +119,16 @@ func (w *Worker) record(t *task, c *claim, o *outcome) {
 	// answered, or a duplicate would call iDenfy again: a store that is
 	// briefly away (a NATS restart) is waited for, with the claim's lease
 	// still renewed, up to recordBudget.
+	// A failure that asking again may mend is not the key's final outcome:
+	// the key is handed back, so that the same Nats-Msg-Id asked again is
+	// tried again. Unless an attempt may have reached iDenfy: then the
+	// outcome is final, since trying again could text the user again.
+	release := o.handBack
+	if e := o.err(); e != nil && e.Retryable && !o.a.ambiguous {
+		release = true
+	}
 	var result []byte
-	if !o.handBack {
+	if !release {
 		result = o.encode()
 	}
 	b := backoff.WithContext(backoff.NewExponentialBackOff(
@@ -132,7 +140,7 @@ func (w *Worker) record(t *task, c *claim, o *outcome) {
 		ctx, done := context.WithTimeout(context.Background(), storeTimeout)
 		defer done()
 		var err error
-		if o.handBack {
+		if release {
 			err = w.store.release(ctx, c, &o.a, o.counted)
 		} else {
 			err = w.store.finish(ctx, c, &o.a, o.counted, result)
@@ -176,7 +184,11 @@ func (w *Worker) waitBusy(soft context.Context, t *task, busy time.Duration) (*o
 		return &outcome{op: t.op, handBack: true, delay: busy + 100*time.Millisecond}, true
 	}
 	// Polling is a network matter, paced by the wall clock; whether the
-	// holder's lease ran out is judged on the worker's clock.
+	// holder's lease ran out is judged on the worker's clock. A job on its
+	// last delivery that waits here keeps its delivery alive.
+	if t.job != nil {
+		_ = t.job.msg.InProgress()
+	}
 	select {
 	case <-time.After(min(busy, time.Second)):
 		return nil, false

@@ -44,7 +44,7 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.Shutdown(context.Background()) })
-	cons, err := w.ensureJobs(ctx)
+	cons, created, err := w.ensureJobs(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 		t.Fatalf("no job fetched: %v", batch.Error())
 	}
 
-	intake := newJobIntake(w, cons)
+	intake := newJobIntake(w, cons, created)
 	var got []messages.SendResult
 	for delivery := 1; delivery <= 2; delivery++ {
 		place := w.acquireSlot()

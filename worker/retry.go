@@ -79,6 +79,9 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 
 	var last error
 	op := func() error {
+		if err := soft.Err(); err != nil {
+			return backoff.Permanent(err) // stopping: no new attempt
+		}
 		if err := w.waitRate(soft); err != nil {
 			return backoff.Permanent(err)
 		}

@@ -64,6 +64,10 @@ func (w *Worker) serveRequest(op operation, req micro.Request) {
 		w.answerRequest(t, o, reply, start)
 		return
 	}
+	if w.stopping() {
+		w.answerRequest(t, shuttingDown(t, attempts{}), reply, start)
+		return
+	}
 	if t.slot = w.acquireSlot(); t.slot == nil {
 		o := shuttingDown(t, attempts{})
 		w.answerRequest(t, o, reply, start)

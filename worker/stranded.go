@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -82,7 +81,7 @@ func (w *Worker) answerStranded(adv deliveriesExceeded) {
 	if id := raw.Header.Get(messages.HeaderMsgID); id != "" {
 		t.key = msgIDKey(id)
 	} else {
-		t.key = "seq:" + strconv.FormatUint(adv.StreamSeq, 10)
+		t.key = seqKey(w.cfg.Stream, stream.CachedInfo().Created, adv.StreamSeq)
 	}
 	o := w.strandedOutcome(ctx, t, raw.Data, adv.Deliveries)
 	replyTo := raw.Header.Get(messages.HeaderReplyTo)

@@ -80,18 +80,21 @@ func (w *Worker) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig)
 }
 
 // ensureJobs opens the jobs stream and its durable consumer, creating them
-// when missing.
-func (w *Worker) ensureJobs(ctx context.Context) (jetstream.Consumer, error) {
-	if err := w.ensureStream(ctx); err != nil {
-		return nil, err
+// when missing. created is when the stream was made: a job without a
+// Nats-Msg-Id is keyed by its sequence in this stream, and a stream made
+// again starts its sequences over.
+func (w *Worker) ensureJobs(ctx context.Context) (cons jetstream.Consumer, created time.Time, err error) {
+	if created, err = w.ensureStream(ctx); err != nil {
+		return nil, created, err
 	}
-	return w.ensureConsumer(ctx)
+	cons, err = w.ensureConsumer(ctx)
+	return cons, created, err
 }
 
-func (w *Worker) ensureStream(ctx context.Context) error {
+func (w *Worker) ensureStream(ctx context.Context) (time.Time, error) {
 	stream, err := w.js.Stream(ctx, w.cfg.Stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		_, err = w.js.CreateStream(ctx, jetstream.StreamConfig{
+		stream, err = w.js.CreateStream(ctx, jetstream.StreamConfig{
 			Name:        w.cfg.Stream,
 			Description: "idenfy-worker durable send and verify jobs",
 			Subjects:    []string{w.subj.Jobs},
@@ -103,15 +106,15 @@ func (w *Worker) ensureStream(ctx context.Context) error {
 		})
 		if err == nil {
 			w.log.Info().Str("stream", w.cfg.Stream).Str("subjects", w.subj.Jobs).Int("replicas", w.cfg.Replicas).Msg("created jobs stream")
-			return nil
+			return stream.CachedInfo().Created, nil
 		}
 		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("worker: creating stream %s: %w", w.cfg.Stream, err)
+			return time.Time{}, fmt.Errorf("worker: creating stream %s: %w", w.cfg.Stream, err)
 		}
 		stream, err = w.js.Stream(ctx, w.cfg.Stream)
 	}
 	if err != nil {
-		return fmt.Errorf("worker: opening stream %s: %w", w.cfg.Stream, err)
+		return time.Time{}, fmt.Errorf("worker: opening stream %s: %w", w.cfg.Stream, err)
 	}
 	cfg := stream.CachedInfo().Config
 	if !slices.Contains(cfg.Subjects, w.subj.Jobs) &&
@@ -123,7 +126,7 @@ func (w *Worker) ensureStream(ctx context.Context) error {
 		w.log.Warn().Str("stream", w.cfg.Stream).Str("retention", cfg.Retention.String()).
 			Msg("existing stream is not a work queue: acked jobs stay stored")
 	}
-	return nil
+	return stream.CachedInfo().Created, nil
 }
 
 func (w *Worker) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {

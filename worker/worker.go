@@ -156,6 +156,10 @@ func (c *Config) valid() error {
 		return fmt.Errorf("worker: concurrency %d is not positive", c.Concurrency)
 	case c.RetryMaxElapsed < 0, c.JobMaxAge < 0, c.ResultTTL < 0, c.ShutdownTimeout < 0:
 		return errors.New("worker: durations may not be negative")
+	case c.ResultTTL < time.Minute:
+		// Claims live in the same bucket: a shorter life would let one
+		// vanish under a call in progress.
+		return fmt.Errorf("worker: result TTL %v is shorter than a minute", c.ResultTTL)
 	case c.RateLimit.N < 0 || (c.RateLimit.N > 0 && c.RateLimit.Per <= 0):
 		return fmt.Errorf("worker: rate limit %v is not valid", c.RateLimit)
 	}
@@ -329,9 +333,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	var cons jetstream.Consumer
+	var created time.Time
 	if !w.cfg.DisableJobs {
 		var err error
-		if cons, err = w.ensureJobs(ctx); err != nil {
+		if cons, created, err = w.ensureJobs(ctx); err != nil {
 			return err
 		}
 	}
@@ -360,7 +365,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fmt.Errorf("worker: watching for jobs that used up their deliveries: %w", err)
 		}
 		w.stranded = sub
-		w.jobs = newJobIntake(w, cons)
+		w.jobs = newJobIntake(w, cons, created)
 		go w.jobs.run()
 	}
 	go w.keepLeases()

@@ -30,25 +30,28 @@ type config struct {
 	APIKey      string
 	APISecret   string
 	HashKey     []byte
-	BaseURL     string
-	Timeout     time.Duration
-	H2C         bool
-	Prefix      string
-	Stream      string
-	Bucket      string
-	Replicas    int
-	Concurrency int
-	RateLimit   worker.RateLimit
-	RetryMax    time.Duration
-	JobMaxAge   time.Duration
-	ResultTTL   time.Duration
-	Shutdown    time.Duration
-	Countries   []string
-	SendLimits  []worker.SendLimit
-	MetricsAddr string
-	Pprof       bool
-	LogLevel    zerolog.Level
-	LogFormat   string
+	// HashKeyDerived is set when WORKER_HASH_KEY is unset and the hash
+	// key comes from the API secret.
+	HashKeyDerived bool
+	BaseURL        string
+	Timeout        time.Duration
+	H2C            bool
+	Prefix         string
+	Stream         string
+	Bucket         string
+	Replicas       int
+	Concurrency    int
+	RateLimit      worker.RateLimit
+	RetryMax       time.Duration
+	JobMaxAge      time.Duration
+	ResultTTL      time.Duration
+	Shutdown       time.Duration
+	Countries      []string
+	SendLimits     []worker.SendLimit
+	MetricsAddr    string
+	Pprof          bool
+	LogLevel       zerolog.Level
+	LogFormat      string
 }
 
 // envVars lists every variable the worker reads, for documentation and for
@@ -325,6 +328,7 @@ func loadConfig(lookup func(string) (string, bool)) (config, error) {
 	// Hashes of numbers and codes in JetStream are keyed by a secret so that
 	// they cannot be reversed by trying every number.
 	if hashKey == "" {
+		c.HashKeyDerived = true
 		hashKey = "idenfy-api-secret:" + c.APISecret
 	}
 	sum := sha256.Sum256([]byte("idenfy-worker hash key\x00" + hashKey))

@@ -115,6 +115,8 @@ func defaultConfig() config {
 		MetricsAddr: ":9464",
 		LogLevel:    zerolog.InfoLevel,
 		LogFormat:   "json",
+		// The hash key comes from the API secret unless WORKER_HASH_KEY is set.
+		HashKeyDerived: true,
 	}
 }
 
@@ -227,9 +229,9 @@ func validConfigCases(f testFiles) []validConfigCase {
 				c.SendLimits = []worker.SendLimit{{Count: 2, Window: time.Minute}, {Count: 20, Window: 7 * 24 * time.Hour}}
 			}},
 		{"WORKER_HASH_KEY", map[string]string{"WORKER_HASH_KEY": testHashKey},
-			func(*config) {}},
+			func(c *config) { c.HashKeyDerived = false }},
 		{"WORKER_HASH_KEY_FILE", map[string]string{"WORKER_HASH_KEY_FILE": f.hashFile},
-			func(*config) {}},
+			func(c *config) { c.HashKeyDerived = false }},
 		{"METRICS_ADDR", map[string]string{"METRICS_ADDR": "127.0.0.1:9000"},
 			func(c *config) { c.MetricsAddr = "127.0.0.1:9000" }},
 		{"METRICS_ADDR set but empty disables", map[string]string{"METRICS_ADDR": ""},
@@ -641,5 +643,17 @@ func TestLogConfigWarnsOfShortResultTTL(t *testing.T) {
 	logConfig(newLogger(&buf, zerolog.InfoLevel, "json"), c)
 	if !strings.Contains(buf.String(), `"level":"warn"`) || !strings.Contains(buf.String(), "WORKER_RESULT_TTL") {
 		t.Errorf("logConfig with a 5m result TTL logged\n%s\nwant a warning naming WORKER_RESULT_TTL", buf.String())
+	}
+}
+
+func TestLogConfigWarnsOfDerivedHashKey(t *testing.T) {
+	for _, derived := range []bool{true, false} {
+		var buf bytes.Buffer
+		c := defaultConfig()
+		c.HashKeyDerived = derived
+		logConfig(newLogger(&buf, zerolog.InfoLevel, "json"), c)
+		if warned := strings.Contains(buf.String(), "WORKER_HASH_KEY is unset"); warned != derived {
+			t.Errorf("logConfig with a derived hash key %v warned %v, want %v:\n%s", derived, warned, derived, buf.String())
+		}
 	}
 }

@@ -253,6 +253,9 @@ func logConfig(log zerolog.Logger, c config) {
 		Str("send_limits", strings.Join(limits, ",")).
 		Str("metrics_addr", c.MetricsAddr).
 		Msg("configuration")
+	if c.HashKeyDerived {
+		log.Warn().Msg("WORKER_HASH_KEY is unset: the hashes kept in JetStream are keyed by the API secret, so rotating IDENFY_API_SECRET resets send counters, verify memory and idempotency; set WORKER_HASH_KEY to keep them")
+	}
 	if c.ResultTTL < 10*time.Minute {
 		log.Warn().Dur("result_ttl", c.ResultTTL).Msg("WORKER_RESULT_TTL is shorter than a code's 10-minute life: a verify asked again late may reach iDenfy and be refused")
 	}
