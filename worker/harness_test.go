@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -386,17 +385,6 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// checkLogsClean fails if the logs hold any of secrets.
-func (h *harness) checkLogsClean(secrets ...string) {
-	h.t.Helper()
-	logs := h.logs.String()
-	for _, s := range secrets {
-		if s != "" && strings.Contains(logs, s) {
-			h.t.Errorf("worker logs contain %q", s)
-		}
 	}
 }
 

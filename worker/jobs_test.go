@@ -68,12 +68,6 @@ func (c *collector) count(id string) int {
 	return len(c.raw[id])
 }
 
-func (c *collector) ids() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.raw)
-}
-
 func sendResult(t testing.TB, data []byte) messages.SendResult {
 	t.Helper()
 	var r messages.SendResult

@@ -16,13 +16,11 @@ import (
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
-// A job delivered again after its outcome was stored (its ack lost, its
-// ack wait run out) is answered from the store: same result, no second
-// SMS. The worker's own intake is off, so that the test holds the stream
-// message and hands the same delivery to the worker twice, as JetStream
-// would redeliver it; the job has no Nats-Msg-Id, so its key is its stream
-// sequence, the same on every delivery.
-func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
+// startedWorker starts a worker with cfg, its own intake of jobs off,
+// against an embedded NATS server and the simulator. Shutdown is the
+// test's to call, or the cleanup's.
+func startedWorker(t *testing.T, cfg Config) (*Worker, *nats.Conn, *idenfytest.Server) {
+	t.Helper()
 	ns := natstest.RunServer(t, nil)
 	sim := idenfytest.NewServer(t)
 	nc, err := nats.Connect(ns.ClientURL())
@@ -30,11 +28,12 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	client, err := idenfy.NewClient(idenfy.Config{BaseURL: sim.URL, APIKey: idenfytest.DefaultAPIKey, APISecret: idenfytest.DefaultAPISecret})
-	if err != nil {
+	cfg.Conn, cfg.HashKey, cfg.DisableJobs = nc, []byte("k"), true
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
+	if cfg.Client, err = idenfy.NewClient(idenfy.Config{BaseURL: sim.URL, APIKey: idenfytest.DefaultAPIKey, APISecret: idenfytest.DefaultAPISecret}); err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(Config{Conn: nc, Client: client, HashKey: []byte("k"), Logger: zerolog.New(zerolog.NewTestWriter(t)), DisableJobs: true})
+	w, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +43,19 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = w.Shutdown(context.Background()) })
+	return w, nc, sim
+}
+
+// A job delivered again after its outcome was stored (its ack lost, its
+// ack wait run out) is answered from the store: same result, no second
+// SMS. The worker's own intake is off, so that the test holds the stream
+// message and hands the same delivery to the worker twice, as JetStream
+// would redeliver it; the job has no Nats-Msg-Id, so its key is its stream
+// sequence, the same on every delivery.
+func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
+	w, nc, sim := startedWorker(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	cons, created, err := w.ensureJobs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -96,27 +108,9 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 // WORKER_RATE_LIMIT holds calls back: at one call an hour, a second send
 // waits for its turn (iDenfy sees one call) until shutdown answers it.
 func TestRateLimitHoldsCallsBack(t *testing.T) {
-	ns := natstest.RunServer(t, nil)
-	sim := idenfytest.NewServer(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	client, err := idenfy.NewClient(idenfy.Config{BaseURL: sim.URL, APIKey: idenfytest.DefaultAPIKey, APISecret: idenfytest.DefaultAPISecret})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := New(Config{Conn: nc, Client: client, HashKey: []byte("k"), Logger: zerolog.New(zerolog.NewTestWriter(t)),
-		DisableJobs: true, RateLimit: RateLimit{N: 1, Per: time.Hour}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, nc, sim := startedWorker(t, Config{RateLimit: RateLimit{N: 1, Per: time.Hour}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	send := func(phone string) *nats.Msg {
 		data, _ := json.Marshal(messages.SendRequest{PhoneNumber: phone})
 		m, err := nc.RequestWithContext(ctx, w.subj.Send, data)

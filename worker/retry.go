@@ -36,10 +36,6 @@ type attempts struct {
 	first, last time.Time
 }
 
-// errRetryAfterTooLong stops retrying when iDenfy asks to wait past the
-// retry budget: waiting would only delay the same answer.
-var errRetryAfterTooLong = errors.New("Retry-After exceeds the retry budget")
-
 // retryAfterBackOff waits at least as long as the last Retry-After asked,
 // and gives up when that is longer than the budget left.
 type retryAfterBackOff struct {

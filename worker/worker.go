@@ -315,9 +315,6 @@ func (w *Worker) ServiceID() string {
 	return w.svc.Info().ID
 }
 
-// Subjects returns the subjects the worker serves.
-func (w *Worker) Subjects() messages.Subjects { return w.subj }
-
 // Start creates what is missing of the stream, consumer and buckets, then
 // starts both intakes. ctx bounds the set-up only.
 func (w *Worker) Start(ctx context.Context) error {
