@@ -38,6 +38,12 @@ const (
 	CodeCountryNotAllowed Code = "country_not_allowed"
 	// CodeTooManySends: the number passed its send limit.
 	CodeTooManySends Code = "too_many_sends"
+	// CodeNumberNotAllowed: the number's type (premium rate, shared cost...)
+	// is blocked by the deployment.
+	CodeNumberNotAllowed Code = "number_not_allowed"
+	// CodeSuspectedFraud: the number's range is paused by the pumping guard:
+	// many sends to it, few of them verified.
+	CodeSuspectedFraud Code = "suspected_fraud"
 	// CodeShuttingDown: the worker stopped before it could answer.
 	CodeShuttingDown Code = "shutting_down"
 )
@@ -48,7 +54,8 @@ var Codes = []Code{
 	CodeInvalidRequestID, CodeInvalidCode, CodeUnauthorized,
 	CodeQuotaExhausted, CodeUpstreamRejected, CodeRateLimited,
 	CodeUpstreamUnavailable, CodeOutcomeUnknown, CodeExpired,
-	CodeCountryNotAllowed, CodeTooManySends, CodeShuttingDown,
+	CodeCountryNotAllowed, CodeTooManySends, CodeNumberNotAllowed,
+	CodeSuspectedFraud, CodeShuttingDown,
 }
 
 // Retryable reports whether asking again (later, with the same input) may

@@ -31,6 +31,10 @@ func TestCodes(t *testing.T) {
 		{messages.CodeExpired, "expired", true, false},
 		{messages.CodeCountryNotAllowed, "country_not_allowed", false, false},
 		{messages.CodeTooManySends, "too_many_sends", true, false},
+		{messages.CodeNumberNotAllowed, "number_not_allowed", false, false},
+		// A paused range lifts by itself, but a caller that retries on its
+		// own is what a pumping bot does: the code says do not.
+		{messages.CodeSuspectedFraud, "suspected_fraud", false, false},
 		{messages.CodeShuttingDown, "shutting_down", true, false},
 	}
 	if len(messages.Codes) != len(want) {

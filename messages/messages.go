@@ -74,9 +74,10 @@ type SendResult struct {
 	// Attempts is the number of calls made to iDenfy for this request,
 	// retries included; 0 when the answer came without calling it.
 	Attempts int `json:"attempts"`
-	// PossibleDuplicate is set when an earlier attempt may have reached
-	// iDenfy before the one that succeeded: the user may have been texted
-	// more than once.
+	// PossibleDuplicate is set when an attempt may have reached iDenfy
+	// without its answer being read: the user may have received an SMS (or a
+	// second one) that this result does not account for. It is set on sent
+	// and on failed results alike.
 	PossibleDuplicate bool   `json:"possible_duplicate,omitempty"`
 	Error             *Error `json:"error,omitempty"`
 }
@@ -99,6 +100,10 @@ type Error struct {
 	Message string `json:"message"`
 	// Retryable says whether asking again may help.
 	Retryable bool `json:"retryable"`
+	// RetryAfter, in whole seconds, says when asking again makes sense, like
+	// HTTP's Retry-After: set for rate_limited, too_many_sends, and
+	// upstream_unavailable while the circuit breaker is open; 0 when unknown.
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // NewError returns an Error with the code's usual retryability.

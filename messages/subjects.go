@@ -17,6 +17,7 @@ type Subjects struct {
 	Jobs          string // wildcard of both job subjects, the stream's subject
 	ResultsSend   string // every send outcome
 	ResultsVerify string // every verify outcome
+	Results       string // wildcard of both result subjects, the results stream's subject
 }
 
 // NewSubjects derives the subjects from prefix. It panics on a prefix that
@@ -33,6 +34,7 @@ func NewSubjects(prefix string) Subjects {
 		Jobs:          prefix + ".jobs.>",
 		ResultsSend:   prefix + ".results.send",
 		ResultsVerify: prefix + ".results.verify",
+		Results:       prefix + ".results.>",
 	}
 }
 

@@ -23,6 +23,7 @@ func TestNewSubjects(t *testing.T) {
 			Jobs:          "idenfy.phone.jobs.>",
 			ResultsSend:   "idenfy.phone.results.send",
 			ResultsVerify: "idenfy.phone.results.verify",
+			Results:       "idenfy.phone.results.>",
 		}},
 		{name: "one token", prefix: "otp", want: messages.Subjects{
 			Send:          "otp.send",
@@ -32,6 +33,7 @@ func TestNewSubjects(t *testing.T) {
 			Jobs:          "otp.jobs.>",
 			ResultsSend:   "otp.results.send",
 			ResultsVerify: "otp.results.verify",
+			Results:       "otp.results.>",
 		}},
 		{name: "custom", prefix: "acme.eu-1.idenfy_phone", want: messages.Subjects{
 			Send:          "acme.eu-1.idenfy_phone.send",
@@ -41,6 +43,7 @@ func TestNewSubjects(t *testing.T) {
 			Jobs:          "acme.eu-1.idenfy_phone.jobs.>",
 			ResultsSend:   "acme.eu-1.idenfy_phone.results.send",
 			ResultsVerify: "acme.eu-1.idenfy_phone.results.verify",
+			Results:       "acme.eu-1.idenfy_phone.results.>",
 		}},
 	}
 	for _, tt := range tests {
