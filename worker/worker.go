@@ -20,7 +20,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"golang.org/x/time/rate"
 
@@ -30,189 +29,6 @@ import (
 
 // Version is the worker's version, as the micro service announces it.
 const Version = "0.1.0"
-
-// Defaults of Config.
-const (
-	DefaultStream          = "IDENFY_PHONE_JOBS"
-	DefaultBucket          = "idenfy_phone"
-	DefaultConsumer        = "idenfy-workers"
-	DefaultConcurrency     = 64
-	DefaultRetryMaxElapsed = 20 * time.Second
-	DefaultJobMaxAge       = 5 * time.Minute
-	DefaultResultTTL       = 15 * time.Minute
-	DefaultShutdownTimeout = 30 * time.Second
-)
-
-// RateLimit allows N upstream calls per Per; the zero value means no limit.
-type RateLimit struct {
-	N   int
-	Per time.Duration
-}
-
-func (r RateLimit) String() string {
-	if r.N == 0 {
-		return "unlimited"
-	}
-	return fmt.Sprintf("%d/%s", r.N, formatWindow(r.Per))
-}
-
-// ParseRateLimit reads "10000/1h"; "" means no limit.
-func ParseRateLimit(s string) (RateLimit, error) {
-	if s == "" {
-		return RateLimit{}, nil
-	}
-	n, per, err := parseRate(s)
-	if err != nil {
-		return RateLimit{}, err
-	}
-	return RateLimit{N: n, Per: per}, nil
-}
-
-// Config configures a Worker. Conn, Client and HashKey are required; every
-// other zero value means its default.
-type Config struct {
-	// Conn is the NATS connection; the caller owns it.
-	Conn *nats.Conn
-	// Client calls iDenfy.
-	Client *idenfy.Client
-	// HashKey keys the hashes of phone numbers, codes and idempotency keys
-	// kept in JetStream, so that they cannot be reversed by enumeration.
-	// Every worker of a deployment needs the same one.
-	HashKey []byte
-
-	Logger zerolog.Logger
-
-	Prefix   string // subject prefix, messages.DefaultPrefix
-	Stream   string // jobs stream, DefaultStream
-	Consumer string // durable consumer of the stream, DefaultConsumer
-	Bucket   string // KV bucket of outcomes; send counters go to Bucket+"_limits"
-	Replicas int    // replicas of the stream and buckets it creates, 1
-
-	Concurrency     int           // HTTP calls to iDenfy in flight per process, both intakes; twice as many requests are admitted
-	RateLimit       RateLimit     // upstream calls per process
-	RetryMaxElapsed time.Duration // backoff budget of one request
-	JobMaxAge       time.Duration // older jobs fail with expired
-	ResultTTL       time.Duration // how long outcomes are remembered
-	ShutdownTimeout time.Duration // how long Shutdown waits for requests in flight
-
-	// AllowedCountries is an ISO 3166 alpha-2 allow-list; empty allows all.
-	AllowedCountries []string
-	// SendLimits per number; nil means none (use DefaultSendLimits for the
-	// contract's default).
-	SendLimits []SendLimit
-
-	// DisableRequests and DisableJobs turn an intake off.
-	DisableRequests bool
-	DisableJobs     bool
-
-	// Registerer receives the worker's metrics; nil registers nowhere.
-	Registerer prometheus.Registerer
-}
-
-func (c *Config) setDefaults() {
-	if c.Prefix == "" {
-		c.Prefix = messages.DefaultPrefix
-	}
-	if c.Stream == "" {
-		c.Stream = DefaultStream
-	}
-	if c.Consumer == "" {
-		c.Consumer = DefaultConsumer
-	}
-	if c.Bucket == "" {
-		c.Bucket = DefaultBucket
-	}
-	if c.Replicas == 0 {
-		c.Replicas = 1
-	}
-	if c.Concurrency == 0 {
-		c.Concurrency = DefaultConcurrency
-	}
-	if c.RetryMaxElapsed == 0 {
-		c.RetryMaxElapsed = DefaultRetryMaxElapsed
-	}
-	if c.JobMaxAge == 0 {
-		c.JobMaxAge = DefaultJobMaxAge
-	}
-	if c.ResultTTL == 0 {
-		c.ResultTTL = DefaultResultTTL
-	}
-	if c.ShutdownTimeout == 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-}
-
-func (c *Config) valid() error {
-	switch {
-	case c.Conn == nil:
-		return errors.New("worker: Config.Conn is required")
-	case c.Client == nil:
-		return errors.New("worker: Config.Client is required")
-	case len(c.HashKey) == 0:
-		return errors.New("worker: Config.HashKey is required")
-	case c.Replicas < 1 || c.Replicas > 5:
-		return fmt.Errorf("worker: replicas %d is not between 1 and 5", c.Replicas)
-	case c.Concurrency < 1:
-		return fmt.Errorf("worker: concurrency %d is not positive", c.Concurrency)
-	case c.RetryMaxElapsed < 0, c.JobMaxAge < 0, c.ResultTTL < 0, c.ShutdownTimeout < 0:
-		return errors.New("worker: durations may not be negative")
-	case c.ResultTTL < time.Minute:
-		// Claims live in the same bucket: a shorter life would let one
-		// vanish under a call in progress.
-		return fmt.Errorf("worker: result TTL %v is shorter than a minute", c.ResultTTL)
-	case c.RateLimit.N < 0 || (c.RateLimit.N > 0 && c.RateLimit.Per <= 0):
-		return fmt.Errorf("worker: rate limit %v is not valid", c.RateLimit)
-	}
-	if err := messages.ValidatePrefix(c.Prefix); err != nil {
-		return fmt.Errorf("worker: %w", err)
-	}
-	for _, l := range c.SendLimits {
-		if l.Count < 1 || l.Window < time.Second {
-			return fmt.Errorf("worker: send limit %v is not valid", l)
-		}
-	}
-	return nil
-}
-
-// Option configures a Worker beyond its Config.
-type Option func(*Worker) error
-
-// WithClock replaces the wall clock, for tests.
-func WithClock(c Clock) Option {
-	return func(w *Worker) error {
-		if c == nil {
-			return errors.New("worker: nil clock")
-		}
-		w.clock = c
-		return nil
-	}
-}
-
-// WithLease sets how long a claim on an idempotency key lasts without
-// renewal (default 30s): a worker that dies holding it delays that job by
-// about this much.
-func WithLease(d time.Duration) Option {
-	return func(w *Worker) error {
-		if d < 100*time.Millisecond {
-			return fmt.Errorf("worker: lease %v is shorter than 100ms", d)
-		}
-		w.lease = d
-		return nil
-	}
-}
-
-// WithJobRetryDelay sets the pause before a job that failed retryably (an
-// outage or rate limit that outlasted the retry budget) is delivered again;
-// it doubles with each delivery up to a minute. The default is 5s.
-func WithJobRetryDelay(d time.Duration) Option {
-	return func(w *Worker) error {
-		if d <= 0 {
-			return fmt.Errorf("worker: job retry delay %v is not positive", d)
-		}
-		w.jobRetryBase = d
-		return nil
-	}
-}
 
 // Worker serves both intakes. Its methods are safe for concurrent use.
 type Worker struct {
@@ -263,7 +79,7 @@ type Worker struct {
 // New checks cfg and returns a Worker that is not started yet.
 func New(cfg Config, opts ...Option) (*Worker, error) {
 	cfg.setDefaults()
-	if err := cfg.valid(); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, err
 	}
 	w := &Worker{
@@ -322,9 +138,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	defer w.mu.Unlock()
 	switch {
 	case w.started:
-		return errors.New("worker: already started")
+		return ErrStarted
 	case w.stopping():
-		return errors.New("worker: shut down")
+		return ErrShutDown
 	}
 	if err := w.ensureBuckets(ctx); err != nil {
 		return err
