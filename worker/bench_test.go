@@ -66,7 +66,7 @@ func BenchmarkHandleSend(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		t := &task{op: opSend, intake: intakeRequest, send: req, w: w}
-		o := w.handle(ctx, ctx, t, record{})
+		o := w.handle(ctx, ctx, t, keyRecord{})
 		if o.send.Status != messages.StatusSent {
 			b.Fatalf("handle = %+v", o.send)
 		}
@@ -85,7 +85,7 @@ func BenchmarkDecodeHandleEncode(b *testing.B) {
 		if e := t.decode(payload); e != nil {
 			b.Fatal(e)
 		}
-		o := w.handle(ctx, ctx, t, record{})
+		o := w.handle(ctx, ctx, t, keyRecord{})
 		if len(o.encode()) == 0 {
 			b.Fatal("empty result")
 		}

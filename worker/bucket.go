@@ -59,8 +59,7 @@ func parseAck(data []byte) (uint64, error) {
 		if err := json.Unmarshal(data, &wire); err != nil || wire.Error == nil {
 			return 0, fmt.Errorf("unreadable JetStream ack %q", data)
 		}
-		if wire.Error.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-			wire.Error.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
+		if wrongLastSequence(wire.Error) {
 			return 0, fmt.Errorf("%w: %s", jetstream.ErrKeyExists, wire.Error.Description)
 		}
 		return 0, wire.Error
@@ -79,4 +78,21 @@ func parseAck(data []byte) (uint64, error) {
 		return 0, fmt.Errorf("JetStream ack %q has no sequence", data)
 	}
 	return seq, nil
+}
+
+// isConflict reports whether a KV create or update lost a race, as this
+// package's fast path or the jetstream client reports it.
+func isConflict(err error) bool {
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && wrongLastSequence(apiErr)
+}
+
+// wrongLastSequence reports whether JetStream refused a conditional write
+// because the key had moved on.
+func wrongLastSequence(e *jetstream.APIError) bool {
+	return e.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		e.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
 }

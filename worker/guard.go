@@ -15,6 +15,65 @@ import (
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
+// guard is the anti-pumping guard (README, "How it behaves on failures"):
+// the country allow-list, decided locally, and the per-number send limits,
+// counted cluster-wide in the limits bucket with compare-and-swap so that
+// ten workers enforce one limit.
+type guard struct {
+	countries []string
+	limits    []SendLimit
+	bucket    *bucket // nil when send limits are off
+	hash      *hasher
+	clock     Clock
+	metrics   *metrics
+}
+
+// check refuses, without any round trip, a send the guard's local rules
+// forbid.
+func (g *guard) check(phone string) *messages.Error {
+	if e := g.checkCountry(phone); e != nil {
+		g.metrics.guardRejected("country")
+		return e
+	}
+	return nil
+}
+
+// reserve counts a send against the number's limits; refusal is set when
+// the number is over one.
+func (g *guard) reserve(ctx context.Context, phone string) (refusal *messages.Error, err error) {
+	refusal, err = g.reserveSend(ctx, phone)
+	if refusal != nil {
+		g.metrics.guardRejected("send_limit")
+	}
+	return refusal, err
+}
+
+// settle gives back the send-limit place of a send that ended in failure
+// without any attempt that may have reached iDenfy: nobody was texted, so
+// an outage must not eat the allowance of the users who lived through it. A
+// job handed back keeps its place for its next delivery.
+func (g *guard) settle(t *task, o *outcome) {
+	if t.op != opSend || !o.counted || o.handBack || o.a.ambiguous || o.send.Status != messages.StatusFailed {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := g.refundSend(ctx, t.send.PhoneNumber); err != nil {
+		t.logger().Warn().Err(err).Msg("giving back the send-limit place of a failed send failed")
+		return
+	}
+	o.counted = false
+}
+
+// longestWindow is the life of a send counter: the longest limit window.
+func longestWindow(limits []SendLimit) time.Duration {
+	var longest time.Duration
+	for _, l := range limits {
+		longest = max(longest, l.Window)
+	}
+	return longest
+}
+
 // countryOf returns the ISO region of an E.164 number, decided by its
 // calling code and, where several countries share one (+1, +7, +44...), by
 // its leading digits.
@@ -31,19 +90,19 @@ func countryOf(phone string) string {
 
 // checkCountry answers country_not_allowed for a number outside the
 // allow-list.
-func (w *Worker) checkCountry(phone string) *messages.Error {
-	if len(w.cfg.AllowedCountries) == 0 {
+func (g *guard) checkCountry(phone string) *messages.Error {
+	if len(g.countries) == 0 {
 		return nil
 	}
 	region := countryOf(phone)
-	if region != "" && slices.Contains(w.cfg.AllowedCountries, region) {
+	if region != "" && slices.Contains(g.countries, region) {
 		return nil
 	}
 	if region == "" {
 		region = "an unknown country"
 	}
 	return messages.NewError(messages.CodeCountryNotAllowed,
-		fmt.Sprintf("phone numbers of %s are not allowed by this deployment (allowed: %s)", region, strings.Join(w.cfg.AllowedCountries, ",")))
+		fmt.Sprintf("phone numbers of %s are not allowed by this deployment (allowed: %s)", region, strings.Join(g.countries, ",")))
 }
 
 // sendLog is the value of a number's counter key: the times of its counted
@@ -54,19 +113,19 @@ type sendLog []int64
 // compare-and-swap on the number's key in the limits bucket, so that
 // concurrent workers never both take the last place. Over a limit, nothing is
 // counted and too_many_sends says when a place frees up.
-func (w *Worker) reserveSend(ctx context.Context, phone string) (*messages.Error, error) {
-	if len(w.cfg.SendLimits) == 0 {
+func (g *guard) reserveSend(ctx context.Context, phone string) (*messages.Error, error) {
+	if g.bucket == nil {
 		return nil, nil
 	}
-	key := "n." + w.store.hash("phone", phone)
+	key := g.counterKey(phone)
 	for i := range 20 {
-		now := w.clock.Now()
+		now := g.clock.Now()
 		var log sendLog
 		var rev uint64
 		// Most numbers have no counter yet: the first try creates it
 		// blind, one round trip; only a conflict reads it.
 		if i > 0 {
-			entry, err := w.store.limits.Get(ctx, key)
+			entry, err := g.bucket.Get(ctx, key)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 			case err != nil:
@@ -78,8 +137,8 @@ func (w *Worker) reserveSend(ctx context.Context, phone string) (*messages.Error
 				}
 			}
 		}
-		log = log.since(now.Add(-w.longestWindow()))
-		if refusal := w.overLimit(log, now); refusal != nil {
+		log = log.since(now.Add(-longestWindow(g.limits)))
+		if refusal := overLimit(g.limits, log, now); refusal != nil {
 			return refusal, nil
 		}
 		log = append(log, now.UnixMilli())
@@ -88,9 +147,9 @@ func (w *Worker) reserveSend(ctx context.Context, phone string) (*messages.Error
 		if rev == 0 && i > 0 {
 			// Read as absent: expired, or a delete marker the client's
 			// Create knows how to write over.
-			_, err = w.store.limits.Create(ctx, key, value)
+			_, err = g.bucket.Create(ctx, key, value)
 		} else {
-			_, err = w.store.limits.put(ctx, key, value, rev)
+			_, err = g.bucket.put(ctx, key, value, rev)
 		}
 		if err == nil {
 			return nil, nil
@@ -106,13 +165,13 @@ func (w *Worker) reserveSend(ctx context.Context, phone string) (*messages.Error
 // send that surely texted nobody (every attempt failed before reaching
 // iDenfy, or iDenfy refused it), so that an outage does not eat the
 // allowance of the users who lived through it.
-func (w *Worker) refundSend(ctx context.Context, phone string) error {
-	if w.store.limits == nil {
+func (g *guard) refundSend(ctx context.Context, phone string) error {
+	if g.bucket == nil {
 		return nil
 	}
-	key := "n." + w.store.hash("phone", phone)
+	key := g.counterKey(phone)
 	for range 20 {
-		entry, err := w.store.limits.Get(ctx, key)
+		entry, err := g.bucket.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil
 		}
@@ -124,7 +183,7 @@ func (w *Worker) refundSend(ctx context.Context, phone string) error {
 			return nil
 		}
 		value, _ := json.Marshal(log[:len(log)-1])
-		_, err = w.store.limits.put(ctx, key, value, entry.Revision())
+		_, err = g.bucket.put(ctx, key, value, entry.Revision())
 		if !isConflict(err) {
 			return err
 		}
@@ -132,16 +191,10 @@ func (w *Worker) refundSend(ctx context.Context, phone string) error {
 	return errors.New("send counter stayed contended after 20 tries")
 }
 
-func (w *Worker) longestWindow() time.Duration {
-	var longest time.Duration
-	for _, l := range w.cfg.SendLimits {
-		longest = max(longest, l.Window)
-	}
-	return longest
-}
-
-func (w *Worker) overLimit(log sendLog, now time.Time) *messages.Error {
-	for _, l := range w.cfg.SendLimits {
+// overLimit returns too_many_sends when log, the counted sends of a number,
+// leaves no place under one of limits at now.
+func overLimit(limits []SendLimit, log sendLog, now time.Time) *messages.Error {
+	for _, l := range limits {
 		inWindow := log.since(now.Add(-l.Window))
 		if len(inWindow) < l.Count {
 			continue
@@ -167,12 +220,5 @@ func (s sendLog) since(t time.Time) sendLog {
 	return nil
 }
 
-// isConflict reports whether a KV create or update lost a race.
-func isConflict(err error) bool {
-	if errors.Is(err, jetstream.ErrKeyExists) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
-}
+// counterKey is the limits-bucket key of a number's send counter.
+func (g *guard) counterKey(phone string) string { return "n." + g.hash.sum("phone", phone) }

@@ -4,61 +4,15 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
-
-// jobDelivery is one delivery of a job from the stream.
-type jobDelivery struct {
-	msg       jetstream.Msg
-	published time.Time
-	delivered uint64
-	// last is set on the consumer's final delivery: the job must be
-	// answered now, since handing it back would strand it.
-	last    bool
-	ackWait time.Duration
-	maxAge  time.Duration
-	// retryBase is the pause before the first retry of a job that failed
-	// retryably; it doubles with each delivery.
-	retryBase time.Duration
-	replyTo   string
-	now       func() time.Time
-}
-
-// retryLater decides whether a failed job goes back to the stream to be
-// tried again after a pause, rather than being answered with the failure: an
-// outage or rate limit that outlasted one retry budget, with no ambiguous
-// attempt (which could text the user twice), while the job is young enough.
-func (d *jobDelivery) retryLater(o *outcome) (time.Duration, bool) {
-	e := o.err()
-	if e == nil || d.last || o.a.ambiguous {
-		return 0, false
-	}
-	if e.Code != messages.CodeUpstreamUnavailable && e.Code != messages.CodeRateLimited {
-		return 0, false
-	}
-	delay := jobRetryDelay(d.retryBase, d.delivered)
-	if d.now().Sub(d.published)+delay >= d.maxAge {
-		return 0, false
-	}
-	return delay, true
-}
-
-// jobRetryDelay doubles base with each delivery, up to a minute: by
-// default 5s, 10s, 20s, 40s, then 60s.
-func jobRetryDelay(base time.Duration, delivered uint64) time.Duration {
-	d := base
-	for i := uint64(1); i < delivered && d < time.Minute; i++ {
-		d *= 2
-	}
-	return min(d, time.Minute)
-}
 
 // jobIntake pulls jobs from the shared durable consumer into the pool.
 type jobIntake struct {
@@ -84,12 +38,16 @@ func (j *jobIntake) pullBatch() int {
 }
 
 // run consumes until stop. When the consumer goes away (deleted by an
-// operator, lost heartbeats after a server restart), it sets it up again
-// and goes on.
+// operator, lost heartbeats after a server restart), it sets it up again,
+// waiting longer after each failed try, and goes on.
 func (j *jobIntake) run() {
 	defer close(j.done)
 	w := j.w
-	wait := 250 * time.Millisecond
+	retry := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(250*time.Millisecond),
+		backoff.WithMaxInterval(10*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
 	for !w.stopping() {
 		j.mu.Lock()
 		cons := j.cons
@@ -114,15 +72,14 @@ func (j *jobIntake) run() {
 			if w.stopping() {
 				return
 			}
-			wait = 250 * time.Millisecond
+			retry.Reset()
 		}
 		w.log.Warn().Err(err).Msg("jobs consumer interrupted; setting it up again")
 		select {
-		case <-time.After(wait):
+		case <-time.After(retry.NextBackOff()):
 		case <-w.soft.Done():
 			return
 		}
-		wait = min(2*wait, 10*time.Second)
 		ctx, cancel := context.WithTimeout(w.soft, 10*time.Second)
 		cons, created, err := w.ensureJobs(ctx)
 		cancel()
@@ -150,14 +107,14 @@ func (j *jobIntake) consume(iter jetstream.MessagesContext) error {
 			}
 			return err
 		}
-		place := w.acquireSlot()
+		place := w.admission.enter(w.soft.Done())
 		if place == nil {
 			_ = msg.Nak()
 			handBackBuffered(iter)
 			return nil
 		}
-		w.spawn(func() {
-			defer place.release()
+		w.admission.spawn(func() {
+			defer place.leave()
 			j.process(msg, place)
 		})
 	}
@@ -203,7 +160,7 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 		_ = msg.Nak() // another worker takes it; a last delivery is answered here
 		return
 	}
-	op, ok := j.operationOf(msg.Subject())
+	op, ok := w.routes.jobOp(msg.Subject())
 	if !ok {
 		w.log.Error().Str("subject", msg.Subject()).Msg("job on a subject that is neither send nor verify; terminating it")
 		_ = msg.TermWithReason("unknown job subject")
@@ -222,18 +179,13 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 	if d.ackWait <= 0 {
 		d.ackWait = jobAckWait
 	}
-	t := &task{op: op, intake: intakeJob, job: d, w: w, slot: place}
-	if id := msg.Headers().Get(messages.HeaderMsgID); id != "" {
-		t.key = msgIDKey(id)
-	} else {
-		t.key = seqKey(meta.Stream, created, meta.Sequence.Stream)
-	}
-	if replyTo := msg.Headers().Get(messages.HeaderReplyTo); replyTo != "" {
-		if validSubject(replyTo) {
-			d.replyTo = replyTo
-		} else {
-			w.log.Warn().Str("reply_to", replyTo).Msg("ignoring a Reply-To header that is not a subject")
-		}
+	t := &task{op: op, intake: intakeJob, job: d, w: w, slot: place,
+		key: jobKey(msg.Headers(), meta.Stream, created, meta.Sequence.Stream)}
+	var refused string
+	if d.replyTo, refused = replyTo(msg.Headers()); refused != "" {
+		// The task's logger is made once, after decoding: this line goes
+		// without the request's identifiers.
+		w.log.Warn().Str("reply_to", refused).Msg("ignoring a Reply-To header that is not a subject the worker may publish to")
 	}
 
 	if e := t.decode(msg.Data()); e != nil {
@@ -267,9 +219,7 @@ func (j *jobIntake) answer(t *task, o *outcome, start time.Time) {
 	if err := t.job.msg.Ack(); err != nil {
 		t.logger().Warn().Err(err).Msg("acking the job failed; it will be redelivered and answered from the store")
 	}
-	elapsed := time.Since(start)
-	w.metrics.outcome(t, o, elapsed)
-	w.logOutcome(t, o, elapsed)
+	w.observe(t, o, time.Since(start))
 }
 
 func (j *jobIntake) handBack(t *task, o *outcome) {
@@ -283,50 +233,9 @@ func (j *jobIntake) handBack(t *task, o *outcome) {
 		t.logger().Warn().Err(err).Msg("handing the job back failed; it returns after its ack wait")
 	}
 	j.w.metrics.handedBack(t.op)
-	ev := t.logger().Debug().Dur("delay", o.delay).Uint64("delivery", t.job.delivered)
+	ev := t.logger().Debug().Str("delay", o.delay.String()).Uint64("delivery", t.job.delivered)
 	if e := o.err(); e != nil {
 		ev = ev.Str("reason", e.Message)
 	}
 	ev.Msg("job handed back")
-}
-
-// msgIDKey is the idempotency key of a Nats-Msg-Id, the same on both
-// intakes; a job without one is keyed by its stream sequence instead.
-func msgIDKey(id string) string { return "id:" + id }
-
-// seqKey is the idempotency key of a job without Nats-Msg-Id: its place in
-// one life of one stream (a stream made again starts over at 1).
-func seqKey(stream string, created time.Time, seq uint64) string {
-	return "seq:" + stream + ":" + strconv.FormatInt(created.UnixNano(), 10) + ":" + strconv.FormatUint(seq, 10)
-}
-
-func (j *jobIntake) operationOf(subject string) (operation, bool) {
-	switch subject {
-	case j.w.subj.JobsSend:
-		return opSend, true
-	case j.w.subj.JobsVerify:
-		return opVerify, true
-	}
-	return 0, false
-}
-
-// validSubject reports whether a job's Reply-To may be published to:
-// dot-separated non-empty tokens, no wildcards, no whitespace, and not a
-// system subject ($KV, $JS, $SYS...): a job must not make the worker write
-// with its own permissions where its publisher could not.
-func validSubject(s string) bool {
-	if s == "" || len(s) > 1024 || s[0] == '$' {
-		return false
-	}
-	for _, tok := range strings.Split(s, ".") {
-		if tok == "" || tok == "*" || tok == ">" {
-			return false
-		}
-		for _, r := range tok {
-			if r <= ' ' || r == 0x7f {
-				return false
-			}
-		}
-	}
-	return true
 }

@@ -24,6 +24,7 @@ type metrics struct {
 	memoryHits      prometheus.Counter
 	guard           *prometheus.CounterVec
 	handBacks       *prometheus.CounterVec
+	panics          *prometheus.CounterVec
 }
 
 func newMetrics(w *Worker, reg prometheus.Registerer) *metrics {
@@ -66,20 +67,24 @@ func newMetrics(w *Worker, reg prometheus.Registerer) *metrics {
 			Name: "idenfy_worker_jobs_handed_back_total",
 			Help: "Jobs returned to the stream to be delivered again (retry later, key busy, shutdown).",
 		}, []string{"operation"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idenfy_worker_panics_total",
+			Help: "Requests whose handling panicked; each was answered outcome_unknown and the worker went on.",
+		}, []string{"operation"}),
 	}
 	if reg == nil {
 		return m
 	}
 	reg.MustRegister(m.outcomes, m.requestDuration, m.upstream, m.retries, m.poolWaits,
-		m.dedupHits, m.memoryHits, m.guard, m.handBacks,
+		m.dedupHits, m.memoryHits, m.guard, m.handBacks, m.panics,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "idenfy_worker_in_flight",
 			Help: "Requests in this process, both intakes, from admission to answer.",
-		}, func() float64 { return float64(w.tasks.count()) }),
+		}, func() float64 { return float64(w.admission.tasks.count()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "idenfy_worker_upstream_in_flight",
 			Help: "HTTP calls to iDenfy in flight; at most idenfy_worker_concurrency_limit.",
-		}, func() float64 { return float64(len(w.calls)) }),
+		}, func() float64 { return float64(w.admission.callsInFlight()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "idenfy_worker_concurrency_limit",
 			Help: "The bound on HTTP calls to iDenfy in flight (WORKER_CONCURRENCY).",
@@ -135,6 +140,7 @@ func (m *metrics) dedupHit(intake string)      { m.dedupHits.WithLabelValues(int
 func (m *metrics) memoryHit()                  { m.memoryHits.Inc() }
 func (m *metrics) guardRejected(reason string) { m.guard.WithLabelValues(reason).Inc() }
 func (m *metrics) handedBack(op operation)     { m.handBacks.WithLabelValues(op.String()).Inc() }
+func (m *metrics) panicked(op operation)       { m.panics.WithLabelValues(op.String()).Inc() }
 
 // pendingCollector asks the consumer for its counts at scrape time.
 type pendingCollector struct {

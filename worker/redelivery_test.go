@@ -84,9 +84,9 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 	intake := newJobIntake(w, cons, created)
 	var got []messages.SendResult
 	for delivery := 1; delivery <= 2; delivery++ {
-		place := w.acquireSlot()
+		place := w.admission.enter(w.soft.Done())
 		intake.process(msg, place)
-		place.release()
+		place.leave()
 		m, err := results.NextMsg(10 * time.Second)
 		if err != nil {
 			t.Fatalf("delivery %d: no result: %v", delivery, err)
@@ -124,9 +124,9 @@ func TestRateLimitHoldsCallsBack(t *testing.T) {
 	}
 	waitTasks := func(n int) {
 		deadline := time.Now().Add(20 * time.Second)
-		for w.tasks.count() != n {
+		for w.admission.tasks.count() != n {
 			if time.Now().After(deadline) {
-				t.Fatalf("%d requests in the worker, want %d", w.tasks.count(), n)
+				t.Fatalf("%d requests in the worker, want %d", w.admission.tasks.count(), n)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}

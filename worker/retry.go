@@ -56,7 +56,8 @@ func (b *retryAfterBackOff) NextBackOff() time.Duration {
 	return wait
 }
 
-// retry runs call under the backoff policy of DESIGN.md section 3 and
+// retry runs call under the backoff policy of README's "How it behaves on
+// failures" and
 // records what happened in a. The soft context ends waiting between
 // attempts (shutdown, caller gone); each attempt gets the hard context, so
 // an attempt under way is not cut short by a graceful shutdown.
@@ -81,7 +82,7 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 		if err := w.waitRate(soft); err != nil {
 			return backoff.Permanent(err)
 		}
-		if err := w.acquireCall(soft); err != nil {
+		if err := w.admission.acquireCall(soft); err != nil {
 			return backoff.Permanent(err)
 		}
 		if a.first.IsZero() {
@@ -90,7 +91,7 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 		start := time.Now() // a measurement, not policy: always the wall clock
 		err := call(hard)
 		took := time.Since(start)
-		w.releaseCall()
+		w.admission.releaseCall()
 		a.count++
 		a.last = w.clock.Now()
 		a.upstream += took
@@ -113,7 +114,7 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 	}
 	notify := func(err error, wait time.Duration) {
 		w.metrics.retried(t.op)
-		t.logger().Debug().Err(err).Int("attempt", a.count).Dur("wait", wait).Msg("retrying the iDenfy call")
+		t.logger().Debug().Err(err).Int("attempt", a.count).Str("wait", wait.String()).Msg("retrying the iDenfy call")
 	}
 	err := backoff.RetryNotifyWithTimer(op, backoff.WithContext(policy, soft), notify, &clockTimer{clock: w.clock})
 	if err == nil {
@@ -199,4 +200,12 @@ func (a *attempts) summary() string {
 		return "on 1 attempt"
 	}
 	return fmt.Sprintf("on %d attempts over %s", a.count, a.last.Sub(a.first).Round(100*time.Millisecond))
+}
+
+// waitRate waits for the process's upstream rate limit.
+func (w *Worker) waitRate(ctx context.Context) error {
+	if w.limiter == nil {
+		return nil
+	}
+	return w.limiter.Wait(ctx)
 }

@@ -60,7 +60,8 @@ func TestResultTTLOfLessThanAMinuteIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = New(Config{Conn: &nats.Conn{}, Client: client, HashKey: []byte("k"), ResultTTL: 5 * time.Second})
-	if err == nil || !strings.Contains(err.Error(), "result TTL") {
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "ResultTTL" {
 		t.Errorf("New with a 5s result TTL = %v, want an error about the result TTL", err)
 	}
 }

@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"errors"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -29,18 +28,10 @@ func (w *Worker) startService() error {
 	if err != nil {
 		return err
 	}
-	endpoints := []struct {
-		name    string
-		subject string
-		op      operation
-	}{
-		{"send", w.subj.Send, opSend},
-		{"verify", w.subj.Verify, opVerify},
-	}
-	for _, e := range endpoints {
-		op := e.op
+	for op, rt := range w.routes {
+		op := operation(op)
 		handler := micro.HandlerFunc(func(req micro.Request) { w.serveRequest(op, req) })
-		if err := svc.AddEndpoint(e.name, handler, micro.WithEndpointSubject(e.subject)); err != nil {
+		if err := svc.AddEndpoint(rt.endpoint, handler, micro.WithEndpointSubject(rt.request)); err != nil {
 			_ = svc.Stop()
 			return err
 		}
@@ -54,10 +45,7 @@ func (w *Worker) startService() error {
 // rest to the pool, so that a slow iDenfy never serialises requests.
 func (w *Worker) serveRequest(op operation, req micro.Request) {
 	start := time.Now()
-	t := &task{op: op, intake: intakeRequest, w: w}
-	if id := req.Headers().Get(messages.HeaderMsgID); id != "" {
-		t.key = msgIDKey(id)
-	}
+	t := &task{op: op, intake: intakeRequest, w: w, key: requestKey(nats.Header(req.Headers()))}
 	reply := req.Reply()
 	if err := t.decode(req.Data()); err != nil {
 		o := failed(t, attempts{}, err)
@@ -68,14 +56,14 @@ func (w *Worker) serveRequest(op operation, req micro.Request) {
 		w.answerRequest(t, shuttingDown(t, attempts{}), reply, start)
 		return
 	}
-	if t.slot = w.acquireSlot(); t.slot == nil {
+	if t.slot = w.admission.enter(w.soft.Done()); t.slot == nil {
 		o := shuttingDown(t, attempts{})
 		w.answerRequest(t, o, reply, start)
 		return
 	}
 	w.stats[op].inFlight.Add(1)
-	w.spawn(func() {
-		defer t.slot.release()
+	w.admission.spawn(func() {
+		defer t.slot.leave()
 		defer w.stats[op].inFlight.Add(-1)
 		o := w.run(t)
 		w.answerRequest(t, o, reply, start)
@@ -101,8 +89,7 @@ func (w *Worker) answerRequest(t *task, o *outcome, reply string, start time.Tim
 	w.publishResult(t, body, "")
 	elapsed := time.Since(start)
 	w.stats[t.op].record(elapsed, o.err() != nil)
-	w.metrics.outcome(t, o, elapsed)
-	w.logOutcome(t, o, elapsed)
+	w.observe(t, o, elapsed)
 }
 
 // serviceErrorCode gives a micro error answer the HTTP-like status that
@@ -158,49 +145,10 @@ type endpointStatsData struct {
 }
 
 func (w *Worker) endpointStats(e *micro.Endpoint) any {
-	op := opSend
-	if e.Name == "verify" {
-		op = opVerify
-	}
-	s := &w.stats[op]
+	s := &w.stats[w.routes.endpointOp(e.Name)]
 	d := endpointStatsData{InFlight: s.inFlight.Load(), Completed: s.completed.Load(), Failed: s.failed.Load()}
 	if d.Completed > 0 {
 		d.AverageProcessingTime = time.Duration(s.totalNs.Load() / d.Completed)
 	}
 	return d
-}
-
-// decode fills t from a payload, or returns the contract error for it.
-func (t *task) decode(data []byte) *messages.Error {
-	var err error
-	if t.op == opVerify {
-		t.verify, err = messages.DecodeVerifyRequest(data)
-	} else {
-		t.send, err = messages.DecodeSendRequest(data)
-	}
-	var e *messages.Error
-	if errors.As(err, &e) {
-		return e
-	}
-	if err != nil {
-		return messages.NewError(messages.CodeInvalidRequest, err.Error())
-	}
-	return nil
-}
-
-// publishResult publishes a result on the results subject of its
-// operation, and on replyTo when set.
-func (w *Worker) publishResult(t *task, body []byte, replyTo string) {
-	subject := w.subj.ResultsSend
-	if t.op == opVerify {
-		subject = w.subj.ResultsVerify
-	}
-	if err := w.nc.Publish(subject, body); err != nil {
-		t.logger().Warn().Err(err).Str("subject", subject).Msg("publishing the result failed")
-	}
-	if replyTo != "" {
-		if err := w.nc.Publish(replyTo, body); err != nil {
-			t.logger().Warn().Err(err).Str("subject", replyTo).Msg("publishing the result to Reply-To failed")
-		}
-	}
 }

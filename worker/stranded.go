@@ -16,7 +16,8 @@ import (
 // a poison job brought every worker that took it down) would stay in the
 // stream forever: JetStream stops delivering it and says so in a
 // max-deliveries advisory. One worker of the queue group takes each
-// advisory, answers the job from what the store knows, and removes it.
+// advisory, answers the job from what the claims store knows, and removes
+// it.
 
 // maxDeliveriesSubject is where JetStream announces a job that used up its
 // deliveries.
@@ -38,20 +39,18 @@ func (w *Worker) watchStranded() (*nats.Subscription, error) {
 			w.log.Warn().Str("subject", m.Subject).Msg("unreadable max-deliveries advisory")
 			return
 		}
-		if !w.tasks.add() {
+		if !w.admission.tasks.add() {
 			return // stopping: another worker, or this one's next start, sees the job in the stream
 		}
 		go func() {
-			defer w.tasks.done()
+			defer w.admission.tasks.done()
 			w.answerStranded(adv)
 		}()
 	})
 }
 
 // answerStranded publishes the result of a job that used up its
-// deliveries, then removes the job from the stream: the stored outcome
-// when it has one; outcome_unknown when a worker had claimed it (it may
-// have called iDenfy before it vanished); else upstream_unavailable.
+// deliveries, then removes the job from the stream.
 func (w *Worker) answerStranded(adv deliveriesExceeded) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*storeTimeout)
 	defer cancel()
@@ -68,27 +67,16 @@ func (w *Worker) answerStranded(adv deliveriesExceeded) {
 		w.log.Warn().Err(err).Uint64("stream_seq", adv.StreamSeq).Msg("a stranded job cannot be read")
 		return
 	}
-	op := opSend
-	switch raw.Subject {
-	case w.subj.JobsSend:
-	case w.subj.JobsVerify:
-		op = opVerify
-	default:
+	op, ok := w.routes.jobOp(raw.Subject)
+	if !ok {
 		_ = stream.DeleteMsg(ctx, adv.StreamSeq)
 		return
 	}
-	t := &task{op: op, intake: intakeJob, w: w}
-	if id := raw.Header.Get(messages.HeaderMsgID); id != "" {
-		t.key = msgIDKey(id)
-	} else {
-		t.key = seqKey(w.cfg.Stream, stream.CachedInfo().Created, adv.StreamSeq)
-	}
+	t := &task{op: op, intake: intakeJob, w: w,
+		key: jobKey(raw.Header, w.cfg.Stream, stream.CachedInfo().Created, adv.StreamSeq)}
 	o := w.strandedOutcome(ctx, t, raw.Data, adv.Deliveries)
-	replyTo := raw.Header.Get(messages.HeaderReplyTo)
-	if !validSubject(replyTo) {
-		replyTo = ""
-	}
-	w.publishResult(t, o.encode(), replyTo)
+	reply, _ := replyTo(raw.Header)
+	w.publishResult(t, o.encode(), reply)
 	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.logger().Warn().Err(err).Msg("removing a stranded job failed")
 	}
@@ -97,21 +85,40 @@ func (w *Worker) answerStranded(adv deliveriesExceeded) {
 		Str("status", string(o.status())).Msg("answered a job that used up its deliveries")
 }
 
+// strandedOutcome is what a job that used up its deliveries is answered:
+// its stored outcome when it has one; outcome_unknown when a worker held
+// it or an earlier attempt may have reached iDenfy (it may have been
+// processed, and for a send the user may have been texted); else
+// upstream_unavailable.
 func (w *Worker) strandedOutcome(ctx context.Context, t *task, data []byte, deliveries uint64) *outcome {
 	if e := t.decode(data); e != nil {
 		return failed(t, attempts{}, e)
 	}
-	entry, err := w.store.kv.Get(ctx, w.store.idempotencyKey(t.op, t.key))
-	var rec record
+	st, err := w.claims.state(ctx, t)
+	a := attempts{count: st.Attempts, ambiguous: st.Ambiguous}
 	switch {
-	case err == nil && json.Unmarshal(entry.Value(), &rec) == nil && rec.State == stateDone:
-		if o, err := decodeOutcome(t.op, rec.Result); err == nil {
+	case err != nil:
+		// The advisory comes once: the job is answered now, with what
+		// cannot be ruled out.
+		t.logger().Warn().Err(err).Msg("reading the idempotency key of a stranded job failed")
+		a.ambiguous = true
+	case st.State == stateDone:
+		if o, err := decodeOutcome(t.op, st.Result); err == nil {
 			return o
 		}
-	case err == nil && rec.State == stateClaimed:
-		return failed(t, attempts{count: rec.Attempts, ambiguous: true}, messages.NewError(messages.CodeOutcomeUnknown,
-			fmt.Sprintf("the job used up its %d deliveries while a worker held it; iDenfy may have been called", deliveries)))
+		a.ambiguous = true // a result was stored, but cannot be read
+	case st.State == stateClaimed:
+		a.ambiguous = true
 	}
-	return failed(t, attempts{count: rec.Attempts}, messages.NewError(messages.CodeUpstreamUnavailable,
-		fmt.Sprintf("the job used up its %d deliveries without an answer", deliveries)))
+	if !a.ambiguous {
+		return failed(t, a, messages.NewError(messages.CodeUpstreamUnavailable,
+			fmt.Sprintf("the job used up its %d deliveries without an answer", deliveries)))
+	}
+	o := failed(t, a, messages.NewError(messages.CodeOutcomeUnknown,
+		fmt.Sprintf("the job used up its %d deliveries and iDenfy may have been called; nothing is known of the answer", deliveries)))
+	if t.op == opSend {
+		o.send.PossibleDuplicate = true
+		o.send.Error.Retryable = true // a new send is the way forward
+	}
+	return o
 }

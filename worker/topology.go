@@ -35,14 +35,15 @@ func (w *Worker) ensureBuckets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.store = &store{kv: newBucket(w.nc, kv), secret: w.cfg.HashKey, owner: w.id, lease: w.lease, clock: w.clock}
+	w.claims = newClaims(newBucket(w.nc, kv), w.hash, w.id, w.lease, w.clock, w.metrics)
+	w.guard = &guard{countries: w.cfg.AllowedCountries, limits: w.cfg.SendLimits, hash: w.hash, clock: w.clock, metrics: w.metrics}
 	if len(w.cfg.SendLimits) == 0 {
 		return nil
 	}
 	limits, err := w.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      w.cfg.Bucket + "_limits",
 		Description: "idenfy-worker per-number send counters",
-		TTL:         w.longestWindow(),
+		TTL:         longestWindow(w.cfg.SendLimits),
 		History:     1,
 		Storage:     jetstream.FileStorage,
 		Replicas:    w.cfg.Replicas,
@@ -50,7 +51,7 @@ func (w *Worker) ensureBuckets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.store.limits = newBucket(w.nc, limits)
+	w.guard.bucket = newBucket(w.nc, limits)
 	return nil
 }
 
@@ -61,7 +62,7 @@ func (w *Worker) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig)
 		if errors.Is(err, jetstream.ErrBucketExists) {
 			kv, err = w.js.KeyValue(ctx, cfg.Bucket)
 		} else if err == nil {
-			w.log.Info().Str("bucket", cfg.Bucket).Dur("ttl", cfg.TTL).Int("replicas", cfg.Replicas).Msg("created KV bucket")
+			w.log.Info().Str("bucket", cfg.Bucket).Str("ttl", cfg.TTL.String()).Int("replicas", cfg.Replicas).Msg("created KV bucket")
 			return kv, nil
 		}
 	}
@@ -73,7 +74,7 @@ func (w *Worker) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig)
 		return nil, fmt.Errorf("worker: reading KV bucket %s: %w", cfg.Bucket, err)
 	}
 	if ttl := status.TTL(); ttl != 0 && ttl < cfg.TTL {
-		w.log.Warn().Str("bucket", cfg.Bucket).Dur("ttl", ttl).Dur("want", cfg.TTL).
+		w.log.Warn().Str("bucket", cfg.Bucket).Str("ttl", ttl.String()).Str("want", cfg.TTL.String()).
 			Msg("existing KV bucket forgets sooner than configured; using it as it is")
 	}
 	return kv, nil

@@ -1,11 +1,3 @@
-// Package worker connects NATS to iDenfy: it serves the request/reply intake
-// as a NATS micro service and the durable-jobs intake as a JetStream
-// consumer, runs every request through one handler core (guard, idempotency,
-// the iDenfy call under exponential backoff) and publishes every outcome.
-//
-// A Worker is built from a Config with New, started with Start and stopped
-// with Shutdown. It does not own the NATS connection or the HTTP client: the
-// caller (cmd/idenfy-worker) builds both and closes them after Shutdown.
 package worker
 
 import (
@@ -30,7 +22,9 @@ import (
 // Version is the worker's version, as the micro service announces it.
 const Version = "0.1.0"
 
-// Worker serves both intakes. Its methods are safe for concurrent use.
+// Worker serves both intakes. It wires the parts that own each concern
+// (see doc.go) and owns their lifecycle. Its methods are safe for
+// concurrent use.
 type Worker struct {
 	cfg    Config
 	log    zerolog.Logger
@@ -38,23 +32,18 @@ type Worker struct {
 	js     jetstream.JetStream
 	client *idenfy.Client
 	subj   messages.Subjects
+	routes routes
 	clock  Clock
 	id     string
 	lease  time.Duration
 	// jobRetryBase is the first pause of a job handed back to retry later.
 	jobRetryBase time.Duration
 	limiter      *rate.Limiter
-	store        *store
+	hash         *hasher
 	metrics      *metrics
-
-	// calls bounds the HTTP attempts in flight (WORKER_CONCURRENCY);
-	// admitted bounds the requests in the worker, twice as many, so that
-	// calls are never idle while requests do their KV round trips.
-	calls    chan struct{}
-	admitted chan struct{}
-	// idle hands a request to a goroutine waiting for one (see spawn).
-	idle  chan func()
-	tasks tracker
+	admission    *admission
+	claims       *claims // set by Start
+	guard        *guard  // set by Start
 
 	// soft ends when shutdown starts: stop taking work, stop waiting
 	// between attempts. hard ends when the shutdown timeout passes: cut
@@ -62,11 +51,7 @@ type Worker struct {
 	soft, hard         context.Context
 	stopSoft, stopHard context.CancelFunc
 
-	leaseMu sync.Mutex
-	leases  map[*claim]*held // claims under renewal (see keepClaim)
-
 	mu       sync.Mutex
-	mine     map[string]chan struct{} // KV keys a task of this process holds (see holdKey)
 	started  bool
 	svc      micro.Service
 	jobs     *jobIntake
@@ -92,11 +77,7 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 		id:           nuid.Next(),
 		lease:        30 * time.Second,
 		jobRetryBase: 5 * time.Second,
-		calls:        make(chan struct{}, cfg.Concurrency),
-		admitted:     make(chan struct{}, 2*cfg.Concurrency),
-		idle:         make(chan func()),
-		mine:         make(map[string]chan struct{}),
-		leases:       make(map[*claim]*held),
+		hash:         newHasher(cfg.HashKey),
 	}
 	for _, opt := range opts {
 		if err := opt(w); err != nil {
@@ -111,7 +92,9 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
+	w.routes = newRoutes(w.subj)
 	w.metrics = newMetrics(w, cfg.Registerer)
+	w.admission = newAdmission(cfg.Concurrency, w.metrics)
 	w.soft, w.stopSoft = context.WithCancel(context.Background())
 	w.hard, w.stopHard = context.WithCancel(context.Background())
 	return w, nil
@@ -181,7 +164,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.jobs = newJobIntake(w, cons, created)
 		go w.jobs.run()
 	}
-	go w.keepLeases()
+	go w.claims.keepLeases(w.hard.Done())
 	w.started = true
 	w.ready.Store(true)
 	ev := w.log.Info().Str("worker_id", w.id)
@@ -224,7 +207,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 		}
 	})
 
-	done := w.tasks.close()
+	done := w.admission.tasks.close()
 	timer := time.NewTimer(w.cfg.ShutdownTimeout)
 	defer timer.Stop()
 	select {
@@ -256,182 +239,15 @@ func (w *Worker) Ready(ctx context.Context) error {
 		return fmt.Errorf("NATS connection is %s", w.nc.Status())
 	}
 	w.mu.Lock()
-	jobs, st := w.jobs, w.store
+	jobs, cl := w.jobs, w.claims
 	w.mu.Unlock()
 	if jobs != nil && !jobs.consuming.Load() {
 		return errors.New("the jobs consumer is not consuming")
 	}
-	if _, err := st.kv.Status(ctx); err != nil {
+	if _, err := cl.kv.Status(ctx); err != nil {
 		return fmt.Errorf("KV bucket %s unreachable: %w", w.cfg.Bucket, err)
 	}
 	return nil
 }
 
 func (w *Worker) stopping() bool { return w.soft.Err() != nil }
-
-// slot is a request's place in the worker: admitted requests are bounded,
-// so that a flood of them queues in NATS rather than in memory.
-type slot struct{ w *Worker }
-
-// acquireSlot admits a request, or returns nil when shutdown starts.
-func (w *Worker) acquireSlot() *slot {
-	select {
-	case w.admitted <- struct{}{}:
-	default:
-		w.metrics.poolFull()
-		select {
-		case w.admitted <- struct{}{}:
-		case <-w.soft.Done():
-			return nil
-		}
-	}
-	if !w.tasks.add() {
-		<-w.admitted
-		return nil
-	}
-	return &slot{w: w}
-}
-
-// release ends the request's admission.
-func (s *slot) release() {
-	<-s.w.admitted
-	s.w.tasks.done()
-}
-
-// acquireCall takes one of the WORKER_CONCURRENCY places of calls to iDenfy
-// in flight, shared by both intakes, for one HTTP attempt. The KV round
-// trips before and after a call, and the waits between attempts, hold none.
-func (w *Worker) acquireCall(ctx context.Context) error {
-	select {
-	case w.calls <- struct{}{}:
-		return nil
-	default:
-	}
-	w.metrics.poolFull()
-	select {
-	case w.calls <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (w *Worker) releaseCall() { <-w.calls }
-
-// spawnIdle is how long a goroutine that finished a request waits for the
-// next before it exits.
-const spawnIdle = 2 * time.Second
-
-// spawn runs f, which holds a slot, on a goroutine of its own. Goroutines
-// are reused: one that finishes waits a moment for the next request, so
-// that a busy worker does not grow a fresh stack (HTTP client, JSON, NATS:
-// a deep one) for every request. There are never more of them than places
-// in the two pools.
-func (w *Worker) spawn(f func()) {
-	select {
-	case w.idle <- f:
-	default:
-		go w.runLoop(f)
-	}
-}
-
-func (w *Worker) runLoop(f func()) {
-	timer := time.NewTimer(spawnIdle)
-	defer timer.Stop()
-	for {
-		f()
-		timer.Reset(spawnIdle)
-		select {
-		case f = <-w.idle:
-		case <-timer.C:
-			return
-		}
-	}
-}
-
-// tracker counts requests in flight and tells when the last one ends after
-// it was closed. Unlike a WaitGroup, adding after closing is refused rather
-// than racing with the wait.
-type tracker struct {
-	mu     sync.Mutex
-	n      int
-	closed bool
-	idle   chan struct{}
-}
-
-func (t *tracker) add() bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.closed {
-		return false
-	}
-	t.n++
-	return true
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.n--
-	if t.closed && t.n == 0 {
-		close(t.idle)
-	}
-}
-
-// close refuses further adds and returns a channel closed once none is in
-// flight.
-func (t *tracker) close() <-chan struct{} {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !t.closed {
-		t.closed = true
-		t.idle = make(chan struct{})
-		if t.n == 0 {
-			close(t.idle)
-		}
-	}
-	return t.idle
-}
-
-func (t *tracker) count() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.n
-}
-
-// waitRate waits for the process's upstream rate limit.
-func (w *Worker) waitRate(ctx context.Context) error {
-	if w.limiter == nil {
-		return nil
-	}
-	return w.limiter.Wait(ctx)
-}
-
-// holdKey makes this process's task the only one working on a KV key
-// (an idempotency key, a request_id's verify turn): two tasks of one process
-// must not race each other for the store's claim, since the store cannot
-// tell them apart. It returns release when the key was free, or a channel
-// that closes when its holder releases it.
-func (w *Worker) holdKey(key string) (release func(), busy <-chan struct{}) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if ch, ok := w.mine[key]; ok {
-		return nil, ch
-	}
-	ch := make(chan struct{})
-	w.mine[key] = ch
-	return func() {
-		w.mu.Lock()
-		delete(w.mine, key)
-		w.mu.Unlock()
-		close(ch)
-	}, nil
-}
-
-// isMine reports whether a task of this process holds key.
-func (w *Worker) isMine(key string) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	_, ok := w.mine[key]
-	return ok
-}
