@@ -203,8 +203,10 @@ func overLimit(limits []SendLimit, log sendLog, now time.Time) *messages.Error {
 		frees := time.UnixMilli(inWindow[len(inWindow)-l.Count]).Add(l.Window)
 		// Rounded up: "try again in 9m" must not come a second early.
 		wait := (frees.Sub(now) + time.Second - 1).Truncate(time.Second)
-		return messages.NewError(messages.CodeTooManySends,
+		e := messages.NewError(messages.CodeTooManySends,
 			fmt.Sprintf("this number reached its limit of %d sends per %s; try again in %s", l.Count, formatWindow(l.Window), wait))
+		e.RetryAfter = int(wait / time.Second)
+		return e
 	}
 	return nil
 }

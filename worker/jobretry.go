@@ -69,5 +69,5 @@ func jobRetryDelay(base time.Duration, delivered uint64) time.Duration {
 	for i := uint64(1); i < delivered && d < jobRetryMaxDelay; i++ {
 		d = b.NextBackOff()
 	}
-	return d
+	return min(d, jobRetryMaxDelay)
 }

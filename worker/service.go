@@ -46,49 +46,61 @@ func (w *Worker) startService() error {
 func (w *Worker) serveRequest(op operation, req micro.Request) {
 	start := time.Now()
 	t := &task{op: op, intake: intakeRequest, w: w, key: requestKey(nats.Header(req.Headers()))}
-	reply := req.Reply()
 	if err := t.decode(req.Data()); err != nil {
-		o := failed(t, attempts{}, err)
-		w.answerRequest(t, o, reply, start)
+		w.answerRequest(t, failed(t, attempts{}, err), req, "", start)
 		return
 	}
 	if w.stopping() {
-		w.answerRequest(t, shuttingDown(t, attempts{}), reply, start)
+		w.answerRequest(t, shuttingDown(t, attempts{}), req, "", start)
 		return
 	}
 	if t.slot = w.admission.enter(w.soft.Done()); t.slot == nil {
-		o := shuttingDown(t, attempts{})
-		w.answerRequest(t, o, reply, start)
+		w.answerRequest(t, shuttingDown(t, attempts{}), req, "", start)
 		return
 	}
+	reply := req.Reply()
 	w.stats[op].inFlight.Add(1)
 	w.admission.spawn(func() {
 		defer t.slot.leave()
 		defer w.stats[op].inFlight.Add(-1)
 		o := w.run(t)
-		w.answerRequest(t, o, reply, start)
+		w.answerRequest(t, o, nil, reply, start)
 	})
 }
 
-// answerRequest replies on the request's inbox and publishes the result
-// event. A failure carries the micro error headers too.
-func (w *Worker) answerRequest(t *task, o *outcome, reply string, start time.Time) {
+// answerRequest replies on the request's inbox, then publishes the result
+// event: the caller does not wait for the results stream. A failure carries
+// the micro error headers too. In micro's callback (req set) it answers
+// through req, so that `nats micro stats` counts a failure in num_errors
+// and last_error; from the pool it publishes on the inbox (reply) itself,
+// since micro only counts what its callback answered before returning, and
+// the callback must not wait for iDenfy. The stats' data block counts every
+// request from arrival to answer.
+func (w *Worker) answerRequest(t *task, o *outcome, req micro.Request, reply string, start time.Time) {
 	body := o.encode()
-	if reply != "" {
+	e := o.err()
+	var err error
+	switch {
+	case req != nil && e != nil:
+		err = req.Error(strconv.Itoa(serviceErrorCode(e.Code)), string(e.Code)+": "+e.Message, body)
+	case req != nil:
+		err = req.Respond(body)
+	case reply != "":
 		msg := &nats.Msg{Subject: reply, Data: body}
-		if e := o.err(); e != nil {
+		if e != nil {
 			msg.Header = nats.Header{
 				micro.ErrorHeader:     []string{string(e.Code) + ": " + e.Message},
 				micro.ErrorCodeHeader: []string{strconv.Itoa(serviceErrorCode(e.Code))},
 			}
 		}
-		if err := w.nc.PublishMsg(msg); err != nil {
-			t.logger().Warn().Err(err).Msg("replying failed")
-		}
+		err = w.nc.PublishMsg(msg)
+	}
+	if err != nil {
+		t.logger().Warn().Err(err).Msg("replying failed")
 	}
 	w.publishResult(t, body, "")
 	elapsed := time.Since(start)
-	w.stats[t.op].record(elapsed, o.err() != nil)
+	w.stats[t.op].record(elapsed, e != nil)
 	w.observe(t, o, elapsed)
 }
 
@@ -100,11 +112,11 @@ func serviceErrorCode(c messages.Code) int {
 	case messages.CodeInvalidRequest, messages.CodeInvalidPhoneNumber, messages.CodeInvalidSenderName,
 		messages.CodeInvalidRequestID, messages.CodeInvalidCode:
 		return 400
-	case messages.CodeUnauthorized:
-		return 401
-	case messages.CodeQuotaExhausted:
-		return 402
-	case messages.CodeCountryNotAllowed:
+	case messages.CodeUnauthorized, messages.CodeQuotaExhausted:
+		// The worker's own iDenfy account is at fault, not the caller:
+		// the contract code in the body says which.
+		return 500
+	case messages.CodeCountryNotAllowed, messages.CodeNumberNotAllowed, messages.CodeSuspectedFraud:
 		return 403
 	case messages.CodeExpired:
 		return 410

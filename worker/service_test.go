@@ -96,14 +96,17 @@ func (h *harness) calls(op string) int64 {
 // serviceErrorCodes is the Nats-Service-Error-Code of each contract code, as
 // `nats micro` and other micro tooling show it.
 var serviceErrorCodes = map[messages.Code]int{
-	messages.CodeInvalidRequest:      400,
-	messages.CodeInvalidPhoneNumber:  400,
-	messages.CodeInvalidSenderName:   400,
-	messages.CodeInvalidRequestID:    400,
-	messages.CodeInvalidCode:         400,
-	messages.CodeUnauthorized:        401,
-	messages.CodeQuotaExhausted:      402,
+	messages.CodeInvalidRequest:     400,
+	messages.CodeInvalidPhoneNumber: 400,
+	messages.CodeInvalidSenderName:  400,
+	messages.CodeInvalidRequestID:   400,
+	messages.CodeInvalidCode:        400,
+	// The worker's own account, not the caller, is at fault.
+	messages.CodeUnauthorized:        500,
+	messages.CodeQuotaExhausted:      500,
 	messages.CodeCountryNotAllowed:   403,
+	messages.CodeNumberNotAllowed:    403,
+	messages.CodeSuspectedFraud:      403,
 	messages.CodeRateLimited:         429,
 	messages.CodeTooManySends:        429,
 	messages.CodeUpstreamRejected:    502,
@@ -728,6 +731,10 @@ func TestMicroDiscovery(t *testing.T) {
 	for _, e := range stats.Endpoints {
 		if e.QueueGroup != messages.QueueGroup || e.NumRequests != int(want[e.Name].Completed) {
 			t.Errorf("STATS endpoint %s = %+v, want %d requests in queue group %s", e.Name, e, want[e.Name].Completed, messages.QueueGroup)
+		}
+		// The bad number was answered in micro's callback: micro counts it.
+		if e.Name == "send" && (e.NumErrors != 1 || !strings.Contains(e.LastError, string(messages.CodeInvalidPhoneNumber))) {
+			t.Errorf("STATS endpoint send: num_errors %d, last_error %q; want 1 and %s", e.NumErrors, e.LastError, messages.CodeInvalidPhoneNumber)
 		}
 	}
 }
