@@ -300,13 +300,13 @@ func (c *checker) checkRequest(name, message, payload string, want messages.Code
 	}
 }
 
-// checkAnswer checks an answer (on a reply inbox when micro, else on a
-// Reply-To subject) against the document.
-func (c *checker) checkAnswer(name string, op operation, msg *nats.Msg, want messages.Code, micro bool) {
+// checkAnswer checks an answer against the document: a reply to a request
+// when replied, else a job's result on its Reply-To subject.
+func (c *checker) checkAnswer(name string, op operation, msg *nats.Msg, want messages.Code, replied bool) {
 	c.t.Helper()
 	_, _, result, failure := op.names()
 	message := result
-	if want != "" && micro {
+	if want != "" && replied {
 		message = failure
 	}
 	if err := c.d.validate(c.t, "/components/messages/"+message+"/payload", msg.Data); err != nil {
@@ -338,7 +338,7 @@ func (c *checker) checkAnswer(name string, op operation, msg *nats.Msg, want mes
 	if got, wantRetryable := res.Error.Retryable, c.documentedRetryable(want, op); got != wantRetryable {
 		c.t.Errorf("%s: answer %s has retryable %v, the document says %v", name, msg.Data, got, wantRetryable)
 	}
-	if micro {
+	if replied {
 		c.checkErrorHeaders(name, msg, res.Error)
 	} else {
 		c.checkNoErrorHeaders(name, msg)
