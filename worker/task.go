@@ -149,6 +149,11 @@ func (t *task) decode(data []byte) *messages.Error {
 	}
 	var e *messages.Error
 	if errors.As(err, &e) {
+		if e.Code == messages.CodeInvalidRequestID {
+			// A refused request_id is not echoed: it may be long or hold
+			// control characters.
+			t.verify.RequestID = ""
+		}
 		return e
 	}
 	if err != nil {
