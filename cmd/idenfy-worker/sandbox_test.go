@@ -149,7 +149,7 @@ func TestRunSandbox(t *testing.T) {
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"sandbox", "-nats-port", "-1", "-sim-addr", "127.0.0.1:0", "-metrics-addr", "", "-log-level", "warn"}, &out, &errOut, lookupFrom(nil))
+		done <- run(ctx, []string{"sandbox", "-nats-port", "-1", "-sim-addr", "127.0.0.1:0", "-metrics-addr", "", "-log-level", "warn"}, &out, &errOut, nil)
 	}()
 	deadline := time.Now().Add(waitLimit)
 	tick := time.NewTicker(10 * time.Millisecond)
