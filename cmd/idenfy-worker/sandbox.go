@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -281,17 +282,13 @@ const defaultNATSPort = 4222
 // number each, so that none meets another's send limit or idempotency key.
 func writeSandboxIntro(out io.Writer, sb *sandbox, limits []worker.SendLimit) {
 	p := messages.NewSubjects(messages.DefaultPrefix)
-	nats := "nats"
-	if port := sb.ns.Addr().(*net.TCPAddr).Port; port != defaultNATSPort {
-		nats = "nats -s " + sb.natsURL
-	}
 	fmt.Fprintf(out, `idenfy-worker sandbox is running. Nothing leaves this machine: iDenfy is simulated.
 
   NATS          %[1]s
   simulator     %[2]s   (control API under /_sim/)
   metrics       %[3]s
 
-Settings that differ from production:
+Settings:
   %[4]s
 
 Try it with the nats CLI (https://github.com/nats-io/natscli):
@@ -308,7 +305,16 @@ The voice-call fallback, without waiting two minutes:
   curl -s '%[2]s/_sim/outbox?phone_number=%%2B12025550163'
 
 Ctrl-C stops it.
-`, sb.natsURL, sb.simURL, orOff(sb.metricsURL), sendLimitsLine(limits), nats, p.Send, p.Verify, messages.DefaultPrefix+".results", p.JobsSend, messages.ServiceName)
+`, sb.natsURL, sb.simURL, orOff(sb.metricsURL), sendLimitsLine(limits), natsCLI(sb.natsURL), p.Send, p.Verify, messages.DefaultPrefix+".results", p.JobsSend, messages.ServiceName)
+}
+
+// natsCLI is the nats CLI command for the server at url: -s only when
+// the server is off the port the CLI assumes.
+func natsCLI(url string) string {
+	if u, err := neturl.Parse(url); err == nil && u.Port() == strconv.Itoa(defaultNATSPort) {
+		return "nats"
+	}
+	return "nats -s " + url
 }
 
 // sendLimitsLine says what the sandbox's send limits are and how to change

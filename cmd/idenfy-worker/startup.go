@@ -154,8 +154,10 @@ func (s *startup) attempt(ctx context.Context) error {
 // describeConnError says why a NATS connection failed, in an operator's
 // terms.
 func describeConnError(err error, status nats.Status) string {
-	if err == nil {
-		return "not connected yet (" + status.String() + ")"
+	// nats.go reports a first connection refused as "no servers": only
+	// its retries tell why.
+	if err == nil || errors.Is(err, nats.ErrNoServers) {
+		return "not connected yet (" + strings.ToLower(status.String()) + ")"
 	}
 	var (
 		dnsErr  *net.DNSError
@@ -179,8 +181,6 @@ func describeConnError(err error, status nats.Status) string {
 		return "TLS failed (" + err.Error() + "): check NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY and the URL's scheme (tls://)"
 	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.As(err, &netErr) && netErr.Timeout():
 		return "timed out (a firewall, or the wrong host or port?)"
-	case errors.Is(err, nats.ErrNoServers):
-		return "no server answered yet"
 	}
 	return err.Error()
 }
