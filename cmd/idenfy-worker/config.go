@@ -95,7 +95,7 @@ var envVars = []envVar{
 		parse: boolVar(func(c *config) *bool { return &c.H2C })},
 	{name: "WORKER_SUBJECT_PREFIX", def: messages.DefaultPrefix, field: "Prefix", meaning: "subject prefix P: P.send, P.verify, P.jobs.send, P.results.send...",
 		parse: strVar(func(c *config) *string { return &c.Prefix })},
-	{name: "WORKER_STREAM", def: worker.DefaultStream, meaning: "JetStream stream of jobs", parse: parseStream},
+	{name: "WORKER_STREAM", def: worker.DefaultStream, field: "Stream", meaning: "JetStream stream of jobs", parse: parseStream},
 	{name: "WORKER_KV_BUCKET", def: worker.DefaultBucket, field: "Bucket", meaning: "KV bucket of outcomes; send counters go to <bucket>_limits", parse: parseBucket},
 	{name: "WORKER_REPLICAS", def: "1", field: "Replicas", meaning: "replicas of the stream and buckets the worker creates (3 in a cluster)",
 		parse: intVar(func(c *config) *int { return &c.Replicas })},
@@ -474,15 +474,14 @@ func validateWorker(e *env, c config) {
 	if err == nil {
 		return
 	}
-	joined, ok := err.(interface{ Unwrap() []error })
 	errs := []error{err}
-	if ok {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = joined.Unwrap()
 	}
 	for _, err := range errs {
 		var fe *worker.FieldError
 		if !errors.As(err, &fe) {
-			e.fail("config", "", err.Error())
+			e.fail("worker.Config", "", err.Error())
 			continue
 		}
 		name := "worker.Config." + fe.Field

@@ -669,3 +669,41 @@ func TestLogConfigWarnsOfDerivedHashKey(t *testing.T) {
 		}
 	}
 }
+
+// TestValidateFieldsNameVariables makes every setting of a worker.Config
+// bad and checks that each field Validate refuses is one a variable sets:
+// a rule the worker adds then still names the variable to fix.
+func TestValidateFieldsNameVariables(t *testing.T) {
+	err := worker.Config{
+		Prefix:           "idenfy.*",
+		Replicas:         9,
+		Concurrency:      -1,
+		RateLimit:        worker.RateLimit{N: -1},
+		RetryMaxElapsed:  -time.Second,
+		JobMaxAge:        -time.Second,
+		ResultTTL:        time.Second,
+		ShutdownTimeout:  -time.Second,
+		AllowedCountries: []string{"XX"},
+		SendLimits:       []worker.SendLimit{{}},
+	}.Validate()
+	var fields []string
+	for _, err := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *worker.FieldError
+		if !errors.As(err, &fe) {
+			t.Fatalf("Validate error %v (%T) is not a *worker.FieldError", err, err)
+		}
+		fields = append(fields, fe.Field)
+	}
+	if len(fields) < 10 {
+		t.Errorf("Validate refused %q, want the 10 bad fields", fields)
+	}
+	for _, f := range fields {
+		found := false
+		for _, v := range envVars {
+			found = found || v.field == f
+		}
+		if !found {
+			t.Errorf("no variable sets worker.Config.%s, which Validate refuses", f)
+		}
+	}
+}

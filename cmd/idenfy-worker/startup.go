@@ -101,6 +101,9 @@ func (s *startup) run(ctx context.Context) error {
 			return nil
 		case errors.Is(err, worker.ErrInvalidConfig), errors.Is(err, worker.ErrStarted), errors.Is(err, worker.ErrShutDown):
 			return backoff.Permanent(err)
+		case ctx.Err() != nil:
+			// Stopping: the reason to report is the one before.
+			return backoff.Permanent(err)
 		}
 		s.mu.Lock()
 		s.reason = err
