@@ -117,7 +117,7 @@ func checkWorkerService(t *testing.T, p *types.Project, s types.ServiceConfig) c
 	t.Helper()
 	env := serviceEnv(t, s)
 	for name := range env {
-		if !slices.Contains(envVars, name) {
+		if !knownVar(name) {
 			t.Errorf("service %s sets %s, which the worker does not read", s.Name, name)
 		}
 	}
@@ -152,6 +152,13 @@ func checkWorkerService(t *testing.T, p *types.Project, s types.ServiceConfig) c
 	}
 	_, metricsPort, _ := net.SplitHostPort(cfg.MetricsAddr)
 	probe := healthURL(t, s)
+	if test := healthTest(s); probe == nil && slices.Equal(test, imageHealthcheck) {
+		// The subcommand asks the address it derives from METRICS_ADDR.
+		u, err := readyzURL(cfg.MetricsAddr)
+		if err == nil {
+			probe, _ = url.Parse(u)
+		}
+	}
 	if probe == nil || probe.Path != "/readyz" || !isLoopbackHost(probe.Hostname()) || probe.Port() != metricsPort {
 		t.Errorf("service %s: health check %v, want GET http://127.0.0.1:%s/readyz (METRICS_ADDR %q)",
 			s.Name, healthTest(s), metricsPort, cfg.MetricsAddr)
@@ -169,6 +176,10 @@ func checkWorkerService(t *testing.T, p *types.Project, s types.ServiceConfig) c
 	}
 	return cfg
 }
+
+// imageHealthcheck is the health check of the image (the Dockerfile's
+// HEALTHCHECK), which compose services may repeat.
+var imageHealthcheck = []string{"CMD", "/usr/local/bin/idenfy-worker", "healthcheck"}
 
 // healthTest is a service's health check command.
 func healthTest(s types.ServiceConfig) []string {
@@ -285,6 +296,15 @@ func TestComposeFile(t *testing.T) {
 	if !slices.ContainsFunc(w.EnvFiles, func(f types.EnvFile) bool { return filepath.Base(f.Path) == ".env" && bool(f.Required) }) {
 		t.Errorf("worker: env_file %+v, want the required .env", w.EnvFiles)
 	}
+	// README asks for Compose v2: the long form of env_file (path:,
+	// required:) needs Compose 2.24.
+	raw, err := os.ReadFile(filepath.Join(repoRoot, "docker-compose.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if regexp.MustCompile(`(?m)^\s*(-\s*)?(path|required):`).Match(raw) {
+		t.Error("docker-compose.yml uses env_file's long form (path:, required:), which Compose before 2.24 refuses; README asks for Compose v2")
+	}
 	cfg := checkWorkerService(t, p, w)
 	if cfg.BaseURL != "https://ivs.idenfy.com" {
 		t.Errorf("worker: IDENFY_BASE_URL %q, want iDenfy's by default", cfg.BaseURL)
@@ -388,7 +408,7 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 			continue
 		}
 		name, set := m[2], m[1] == ""
-		if !slices.Contains(envVars, name) {
+		if !knownVar(name) {
 			t.Errorf(".env.example:%d: %s is not a variable the worker reads", n, name)
 		}
 		if set && listed[name] {
@@ -399,8 +419,9 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range envVars {
-		if _, ok := listed[name]; !ok {
+	for _, v := range envVars {
+		if _, ok := listed[v.name]; !ok {
+			name := v.name
 			t.Errorf(".env.example does not list %s", name)
 		}
 	}
@@ -466,4 +487,44 @@ func TestNATSConfig(t *testing.T) {
 		t.Errorf("JetStream config %+v, want sync always", js)
 	}
 	waitStatus(t, fmt.Sprintf("http://%s/healthz", ns.MonitorAddr()), 200)
+}
+
+// TestComposeNATSMatchesTests checks that compose runs the NATS minor
+// version the tests embed (go.mod's nats-server): what is shipped is what
+// is tested.
+func TestComposeNATSMatchesTests(t *testing.T) {
+	gomod, err := os.ReadFile(filepath.Join(repoRoot, "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*github\.com/nats-io/nats-server/v2 v2\.(\d+)\.`).FindSubmatch(gomod)
+	if m == nil {
+		t.Fatal("go.mod does not require github.com/nats-io/nats-server/v2")
+	}
+	tested := string(m[1])
+	nats := loadCompose(t).Services["nats"]
+	img := regexp.MustCompile(`^nats:2\.(\d+)(\.\d+)?-alpine$`).FindStringSubmatch(nats.Image)
+	if img == nil || img[1] != tested {
+		t.Errorf("nats image %q, want nats:2.%s-alpine: the tests embed nats-server 2.%s", nats.Image, tested, tested)
+	}
+}
+
+// TestDockerfileHealthcheck checks that the image reports its health
+// itself, with the worker binary its ENTRYPOINT names.
+func TestDockerfileHealthcheck(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.ReplaceAll(string(data), "\\\n", " ")
+	hc := regexp.MustCompile(`(?m)^HEALTHCHECK .*CMD (\[.*\])\s*$`).FindStringSubmatch(text)
+	if hc == nil {
+		t.Fatal("the Dockerfile has no HEALTHCHECK ... CMD [...]")
+	}
+	if want := `["/usr/local/bin/idenfy-worker", "healthcheck"]`; hc[1] != want {
+		t.Errorf("HEALTHCHECK CMD %s, want %s", hc[1], want)
+	}
+	if !strings.Contains(text, `ENTRYPOINT ["/usr/local/bin/idenfy-worker"]`) {
+		t.Error("the Dockerfile's ENTRYPOINT is not /usr/local/bin/idenfy-worker, which HEALTHCHECK runs")
+	}
 }

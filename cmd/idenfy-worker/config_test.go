@@ -6,7 +6,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +45,12 @@ func testEnv(overrides map[string]string) map[string]string {
 		env[k] = v
 	}
 	return env
+}
+
+// knownVar tells whether name is in the table of variables.
+func knownVar(name string) bool {
+	_, ok := lookupVar(name)
+	return ok
 }
 
 // lookupFrom turns a map into an os.LookupEnv.
@@ -321,8 +326,8 @@ func invalidConfigCases(f testFiles) []invalidConfigCase {
 		{"WORKER_STREAM with a space", map[string]string{"WORKER_STREAM": "IDENFY JOBS"}, "WORKER_STREAM", "whitespace"},
 		{"WORKER_STREAM with a wildcard", map[string]string{"WORKER_STREAM": "JOBS*"}, "WORKER_STREAM", "'*'"},
 		{"WORKER_KV_BUCKET with a dot", map[string]string{"WORKER_KV_BUCKET": "idenfy.phone"}, "WORKER_KV_BUCKET", "letters, digits"},
-		{"WORKER_REPLICAS 0", map[string]string{"WORKER_REPLICAS": "0"}, "WORKER_REPLICAS", "from 1 to 5"},
-		{"WORKER_REPLICAS 6", map[string]string{"WORKER_REPLICAS": "6"}, "WORKER_REPLICAS", "from 1 to 5"},
+		{"WORKER_REPLICAS 0", map[string]string{"WORKER_REPLICAS": "0"}, "WORKER_REPLICAS", "positive whole number"},
+		{"WORKER_REPLICAS 6", map[string]string{"WORKER_REPLICAS": "6"}, "WORKER_REPLICAS", "between 1 and 5"},
 		{"WORKER_REPLICAS x", map[string]string{"WORKER_REPLICAS": "x"}, "WORKER_REPLICAS", "whole number"},
 		{"WORKER_CONCURRENCY 0", map[string]string{"WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY", "whole number"},
 		{"WORKER_CONCURRENCY abc", map[string]string{"WORKER_CONCURRENCY": "abc"}, "WORKER_CONCURRENCY", "whole number"},
@@ -414,7 +419,8 @@ func TestConfigTablesCoverEveryVariable(t *testing.T) {
 	for _, tc := range invalidConfigCases(f) {
 		invalid[tc.wantVar] = true
 	}
-	for _, name := range envVars {
+	for _, v := range envVars {
+		name := v.name
 		if !valid[name] {
 			t.Errorf("no valid case sets %s", name)
 		}
@@ -423,7 +429,7 @@ func TestConfigTablesCoverEveryVariable(t *testing.T) {
 		}
 	}
 	for name := range valid {
-		if !slices.Contains(envVars, name) {
+		if !knownVar(name) {
 			t.Errorf("the tests set %s, which envVars does not list", name)
 		}
 	}
@@ -503,8 +509,14 @@ func TestConfigErrorsNeverQuoteSecrets(t *testing.T) {
 					t.Errorf("error %q holds the secret %q", err, s)
 				}
 			}
-			if strings.ContainsAny(err.Error(), "\r\n") {
-				t.Errorf("error %q is not one line", err)
+			var ces configErrors
+			if !errors.As(err, &ces) {
+				t.Fatalf("error %v (%T), want configErrors", err, err)
+			}
+			for _, ce := range ces {
+				if strings.ContainsAny(ce.Error(), "\r\n") {
+					t.Errorf("error %q is not one line", ce)
+				}
 			}
 		})
 	}
@@ -654,6 +666,44 @@ func TestLogConfigWarnsOfDerivedHashKey(t *testing.T) {
 		logConfig(newLogger(&buf, zerolog.InfoLevel, "json"), c)
 		if warned := strings.Contains(buf.String(), "WORKER_HASH_KEY is unset"); warned != derived {
 			t.Errorf("logConfig with a derived hash key %v warned %v, want %v:\n%s", derived, warned, derived, buf.String())
+		}
+	}
+}
+
+// TestValidateFieldsNameVariables makes every setting of a worker.Config
+// bad and checks that each field Validate refuses is one a variable sets:
+// a rule the worker adds then still names the variable to fix.
+func TestValidateFieldsNameVariables(t *testing.T) {
+	err := worker.Config{
+		Prefix:           "idenfy.*",
+		Replicas:         9,
+		Concurrency:      -1,
+		RateLimit:        worker.RateLimit{N: -1},
+		RetryMaxElapsed:  -time.Second,
+		JobMaxAge:        -time.Second,
+		ResultTTL:        time.Second,
+		ShutdownTimeout:  -time.Second,
+		AllowedCountries: []string{"XX"},
+		SendLimits:       []worker.SendLimit{{}},
+	}.Validate()
+	var fields []string
+	for _, err := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var fe *worker.FieldError
+		if !errors.As(err, &fe) {
+			t.Fatalf("Validate error %v (%T) is not a *worker.FieldError", err, err)
+		}
+		fields = append(fields, fe.Field)
+	}
+	if len(fields) < 10 {
+		t.Errorf("Validate refused %q, want the 10 bad fields", fields)
+	}
+	for _, f := range fields {
+		found := false
+		for _, v := range envVars {
+			found = found || v.field == f
+		}
+		if !found {
+			t.Errorf("no variable sets worker.Config.%s, which Validate refuses", f)
 		}
 	}
 }

@@ -24,9 +24,8 @@ import (
 // step and fails on the first one that does not behave.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	verbose := fs.Bool("v", false, "show the worker's logs")
-	if err := fs.Parse(args); err != nil {
+	if done, err := parseFlags(fs, summary("demo"), args, stdout, stderr); done {
 		return err
 	}
 	opts := sandboxOptions{natsPort: -1, simAddr: "127.0.0.1:0", logLevel: zerolog.WarnLevel, sendLimits: worker.DefaultSendLimits}

@@ -3,14 +3,20 @@
 //
 // Usage:
 //
-//	idenfy-worker           run the worker, configured by the environment
-//	idenfy-worker sandbox   run everything in one process to try it by hand:
-//	                        embedded NATS, the iDenfy simulator, the worker
-//	idenfy-worker demo      the sandbox plus a scripted story; exits 0 only
-//	                        if every step behaved
+//	idenfy-worker                run the worker, configured by the environment
+//	idenfy-worker sandbox        run everything in one process to try it by hand:
+//	                             embedded NATS, the iDenfy simulator, the worker
+//	idenfy-worker demo           the sandbox plus a scripted story; exits 0 only
+//	                             if every step behaved
+//	idenfy-worker check-config   check the environment without connecting
+//	idenfy-worker healthcheck    ask the local worker's /readyz (the image's
+//	                             HEALTHCHECK)
+//	idenfy-worker version        the version, Go version and VCS revision
+//	idenfy-worker help           the commands and every variable, with its
+//	                             default
 //
-// The environment variables are listed in README.md; a missing or malformed
-// one stops start-up with one line naming it.
+// A missing or malformed variable stops start-up (exit 2) with one line for
+// each, before any connection.
 package main
 
 import (
@@ -18,11 +24,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	httppprof "net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -40,52 +48,88 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.LookupEnv); err != nil {
-		fmt.Fprintln(os.Stderr, "idenfy-worker:", err)
-		var ce *configError
-		if errors.As(err, &ce) || errors.Is(err, errUsage) {
-			os.Exit(2)
+	environ := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			environ[k] = v
 		}
-		os.Exit(1)
+	}
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, environ); err != nil {
+		for _, line := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintln(os.Stderr, "idenfy-worker:", line)
+		}
+		os.Exit(exitCode(err))
 	}
 }
 
-var errUsage = errors.New(`usage: idenfy-worker [sandbox | demo]`)
+// exitCode is 2 for what the operator must fix before a retry can help (a
+// bad setting, a bad command line), 1 for the rest.
+func exitCode(err error) int {
+	var ce *configError
+	if errors.As(err, &ce) || errors.Is(err, errUsage) {
+		return 2
+	}
+	return 1
+}
+
+var errUsage = errors.New("usage: idenfy-worker [sandbox | demo | check-config | healthcheck | version | help]")
 
 // run is the whole program, so that tests can start it on random ports.
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, lookup func(string) (string, bool)) error {
+// environ is the process environment.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, environ map[string]string) error {
+	lookup := func(name string) (string, bool) {
+		v, ok := environ[name]
+		return v, ok
+	}
 	if len(args) == 0 {
-		return runWorker(ctx, stderr, lookup)
+		return runWorker(ctx, stderr, environ)
 	}
 	switch args[0] {
 	case "sandbox":
 		return runSandbox(ctx, args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "check-config":
+		return runCheckConfig(args[1:], stdout, stderr, environ)
+	case "healthcheck":
+		return runHealthcheck(ctx, args[1:], stdout, stderr, lookup)
+	case "version":
+		return runVersion(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
-		fmt.Fprintln(stdout, errUsage)
+		writeHelp(stdout)
 		return nil
 	}
-	return fmt.Errorf("%w (unknown command %q)", errUsage, args[0])
+	return fmt.Errorf("%w (unknown command %q; idenfy-worker help lists them)", errUsage, args[0])
 }
 
 // runWorker is the production worker: configuration from the environment,
 // NATS and iDenfy connections, both intakes, metrics, and a graceful
 // shutdown on SIGINT/SIGTERM.
-func runWorker(ctx context.Context, stderr io.Writer, lookup func(string) (string, bool)) error {
-	cfg, err := loadConfig(lookup)
+func runWorker(ctx context.Context, stderr io.Writer, environ map[string]string) error {
+	cfg, err := loadConfig(func(name string) (string, bool) {
+		v, ok := environ[name]
+		return v, ok
+	})
+	warnings := unknownVars(slices.Collect(maps.Keys(environ)))
 	if err != nil {
+		for _, w := range warnings {
+			fmt.Fprintln(stderr, "idenfy-worker: warning:", w)
+		}
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	for _, w := range warnings {
+		log.Warn().Msg(w)
+	}
 	logConfig(log, cfg)
 
-	nc, err := connectNATS(cfg, log, "idenfy-worker")
+	connErr := &lastConnError{}
+	nc, err := connectNATS(cfg, log, "idenfy-worker", connErr.record)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS: %w", err)
 	}
 	defer nc.Close()
-	d := deps{log: log, nc: nc, registry: newRegistry()}
+	d := deps{log: log, nc: nc, connErr: connErr, registry: newRegistry()}
 	return serve(ctx, cfg, d)
 }
 
@@ -93,6 +137,7 @@ func runWorker(ctx context.Context, stderr io.Writer, lookup func(string) (strin
 type deps struct {
 	log      zerolog.Logger
 	nc       *nats.Conn
+	connErr  *lastConnError // what connectNATS was given
 	registry *prometheus.Registry
 	// started, when set, receives the worker once it serves.
 	started func(*worker.Worker, string)
@@ -113,32 +158,17 @@ func serve(ctx context.Context, cfg config, d deps) error {
 	if err != nil {
 		return err
 	}
-	w, err := worker.New(worker.Config{
-		Conn:             d.nc,
-		Client:           client,
-		HashKey:          cfg.HashKey,
-		Logger:           d.log,
-		Prefix:           cfg.Prefix,
-		Stream:           cfg.Stream,
-		Bucket:           cfg.Bucket,
-		Replicas:         cfg.Replicas,
-		Concurrency:      cfg.Concurrency,
-		RateLimit:        cfg.RateLimit,
-		RetryMaxElapsed:  cfg.RetryMax,
-		JobMaxAge:        cfg.JobMaxAge,
-		ResultTTL:        cfg.ResultTTL,
-		ShutdownTimeout:  cfg.Shutdown,
-		AllowedCountries: cfg.Countries,
-		SendLimits:       cfg.SendLimits,
-		Registerer:       d.registry,
-	})
+	wcfg := cfg.workerConfig()
+	wcfg.Conn, wcfg.Client, wcfg.Logger, wcfg.Registerer = d.nc, client, d.log, d.registry
+	w, err := worker.New(wcfg)
 	if err != nil {
 		return err
 	}
+	st := newStartup(w, d.nc, cfg.NATSURL, d.connErr, d.log)
 
 	metricsURL := ""
 	if cfg.MetricsAddr != "" {
-		srv, addr, err := serveMetrics(cfg.MetricsAddr, d.registry, w, cfg.Pprof)
+		srv, addr, err := serveMetrics(cfg.MetricsAddr, d.registry, st.ready, cfg.Pprof)
 		if err != nil {
 			return fmt.Errorf("METRICS_ADDR: %w", err)
 		}
@@ -151,7 +181,7 @@ func serve(ctx context.Context, cfg config, d deps) error {
 		}()
 	}
 
-	if err := startWithRetry(ctx, w, d.log); err != nil {
+	if err := st.run(ctx); err != nil {
 		return err
 	}
 	if d.started != nil {
@@ -170,27 +200,6 @@ func serve(ctx context.Context, cfg config, d deps) error {
 	}
 	d.log.Info().Msg("bye")
 	return nil
-}
-
-// startWithRetry starts the worker, waiting for NATS and JetStream when they
-// are not up yet (a worker container often starts first).
-func startWithRetry(ctx context.Context, w *worker.Worker, log zerolog.Logger) error {
-	wait := 500 * time.Millisecond
-	for {
-		sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		err := w.Start(sctx)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		log.Warn().Err(err).Dur("retry_in", wait).Msg("worker cannot start yet")
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("stopped before the worker could start: %w", err)
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 15*time.Second)
-	}
 }
 
 // drain drains the connection: pending publishes (results, acks) are
@@ -215,9 +224,20 @@ func drain(nc *nats.Conn, timeout time.Duration) error {
 
 func newLogger(out io.Writer, level zerolog.Level, format string) zerolog.Logger {
 	if format == "console" {
-		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly, NoColor: !isTerminal(out)}
 	}
 	return zerolog.New(out).Level(level).With().Timestamp().Logger()
+}
+
+// isTerminal tells whether out is a terminal: colour codes elsewhere (a
+// file, a pipe, docker logs) are noise.
+func isTerminal(out io.Writer) bool {
+	f, ok := out.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // logConfig logs the effective configuration once, secrets left out.
@@ -238,26 +258,29 @@ func logConfig(log zerolog.Logger, c config) {
 		Str("idenfy_base_url", c.BaseURL).
 		Str("idenfy_api_key", "[redacted]").
 		Str("idenfy_api_secret", "[redacted]").
-		Dur("idenfy_timeout", c.Timeout).
+		Str("idenfy_timeout", formatDuration(c.Timeout)).
 		Str("subject_prefix", c.Prefix).
 		Str("stream", c.Stream).
 		Str("kv_bucket", c.Bucket).
 		Int("replicas", c.Replicas).
 		Int("concurrency", c.Concurrency).
 		Str("rate_limit", c.RateLimit.String()).
-		Dur("retry_max_elapsed", c.RetryMax).
-		Dur("job_max_age", c.JobMaxAge).
-		Dur("result_ttl", c.ResultTTL).
-		Dur("shutdown_timeout", c.Shutdown).
+		Str("retry_max_elapsed", formatDuration(c.RetryMax)).
+		Str("job_max_age", formatDuration(c.JobMaxAge)).
+		Str("result_ttl", formatDuration(c.ResultTTL)).
+		Str("shutdown_timeout", formatDuration(c.Shutdown)).
 		Str("allowed_countries", countries).
 		Str("send_limits", strings.Join(limits, ",")).
 		Str("metrics_addr", c.MetricsAddr).
 		Msg("configuration")
+	if c.ResultTTL < 10*time.Minute {
+		log.Warn().Str("result_ttl", formatDuration(c.ResultTTL)).Msg("WORKER_RESULT_TTL is shorter than a code's 10-minute life: a verify asked again late may reach iDenfy and be refused")
+	}
 	if c.HashKeyDerived {
 		log.Warn().Msg("WORKER_HASH_KEY is unset: the hashes kept in JetStream are keyed by the API secret, so rotating IDENFY_API_SECRET resets send counters, verify memory and idempotency; set WORKER_HASH_KEY to keep them")
 	}
 	if c.ResultTTL < 10*time.Minute {
-		log.Warn().Dur("result_ttl", c.ResultTTL).Msg("WORKER_RESULT_TTL is shorter than a code's 10-minute life: a verify asked again late may reach iDenfy and be refused")
+		log.Warn().Str("result_ttl", formatDuration(c.ResultTTL)).Msg("WORKER_RESULT_TTL is shorter than a code's 10-minute life: a verify asked again late may reach iDenfy and be refused")
 	}
 }
 
@@ -284,7 +307,12 @@ func redactURLs(list string) string {
 // connectNATS connects with the options of a long-running worker: reconnect
 // forever with jitter, buffer publishes while reconnecting, and log every
 // change of the connection.
-func connectNATS(c config, log zerolog.Logger, name string) (*nats.Conn, error) {
+//
+// failed, if set, hears every failed attempt to connect: with
+// RetryOnFailedConnect the connection starts unconnected and retries in the
+// background. A refused authorization is retried too (by default nats.go
+// gives up on the second), so that fixing the server's side heals it.
+func connectNATS(c config, log zerolog.Logger, name string, failed nats.ConnErrHandler) (*nats.Conn, error) {
 	opts := []nats.Option{
 		nats.Name(name),
 		nats.MaxReconnects(-1),
@@ -292,6 +320,7 @@ func connectNATS(c config, log zerolog.Logger, name string) (*nats.Conn, error) 
 		nats.ReconnectJitter(500*time.Millisecond, 2*time.Second),
 		nats.ReconnectBufSize(64 << 20),
 		nats.RetryOnFailedConnect(true),
+		nats.IgnoreAuthErrorAbort(),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("NATS connected")
 		}),
@@ -311,6 +340,9 @@ func connectNATS(c config, log zerolog.Logger, name string) (*nats.Conn, error) 
 			}
 			ev.Msg("NATS error")
 		}),
+	}
+	if failed != nil {
+		opts = append(opts, nats.ReconnectErrHandler(failed))
 	}
 	if c.NATSCreds != "" {
 		opts = append(opts, nats.UserCredentials(c.NATSCreds))
@@ -338,9 +370,10 @@ func newRegistry() *prometheus.Registry {
 }
 
 // serveMetrics serves /metrics, /healthz (the process is alive) and /readyz
-// (the worker serves: connected, subscribed, its store reachable), and with
+// (ready: the worker serves, connected, subscribed, its store reachable;
+// else 503 with the reason), and with
 // pprof the Go profiler under /debug/pprof/.
-func serveMetrics(addr string, reg *prometheus.Registry, w *worker.Worker, pprof bool) (*http.Server, string, error) {
+func serveMetrics(addr string, reg *prometheus.Registry, ready func(context.Context) error, pprof bool) (*http.Server, string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, "", err
@@ -360,7 +393,7 @@ func serveMetrics(addr string, reg *prometheus.Registry, w *worker.Worker, pprof
 	mux.HandleFunc("GET /readyz", func(rw http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := w.Ready(ctx); err != nil {
+		if err := ready(ctx); err != nil {
 			http.Error(rw, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}

@@ -30,7 +30,7 @@ const waitLimit = 30 * time.Second
 
 func TestRunDemo(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if err := run(t.Context(), []string{"demo"}, &out, &errOut, lookupFrom(nil)); err != nil {
+	if err := run(t.Context(), []string{"demo"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("run(demo) = %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
 	}
 	if got := strings.TrimSpace(out.String()); !strings.HasSuffix(got, "Every step behaved.") {
@@ -40,7 +40,7 @@ func TestRunDemo(t *testing.T) {
 
 func TestRunUnknownCommand(t *testing.T) {
 	var out, errOut bytes.Buffer
-	err := run(t.Context(), []string{"serve"}, &out, &errOut, lookupFrom(nil))
+	err := run(t.Context(), []string{"serve"}, &out, &errOut, nil)
 	if !errors.Is(err, errUsage) {
 		t.Fatalf("run(serve) = %v, want an error wrapping errUsage", err)
 	}
@@ -51,7 +51,7 @@ func TestRunUnknownCommand(t *testing.T) {
 
 func TestRunHelp(t *testing.T) {
 	var out, errOut bytes.Buffer
-	if err := run(t.Context(), []string{"-h"}, &out, &errOut, lookupFrom(nil)); err != nil {
+	if err := run(t.Context(), []string{"-h"}, &out, &errOut, nil); err != nil {
 		t.Fatalf("run(-h) = %v, want nil", err)
 	}
 	if !strings.Contains(out.String(), "usage: idenfy-worker") {
@@ -66,7 +66,7 @@ func TestRunSubcommandBadFlags(t *testing.T) {
 		{"demo", "-no-such-flag"},
 	} {
 		var out, errOut bytes.Buffer
-		if err := run(t.Context(), args, &out, &errOut, lookupFrom(nil)); err == nil {
+		if err := run(t.Context(), args, &out, &errOut, nil); err == nil {
 			t.Errorf("run(%q) = nil, want an error", args)
 		}
 	}
@@ -75,7 +75,7 @@ func TestRunSubcommandBadFlags(t *testing.T) {
 func TestRunWorkerConfigError(t *testing.T) {
 	var out, errOut bytes.Buffer
 	env := testEnv(map[string]string{"IDENFY_API_KEY": unset})
-	err := run(t.Context(), nil, &out, &errOut, lookupFrom(env))
+	err := run(t.Context(), nil, &out, &errOut, env)
 	var ce *configError
 	if !errors.As(err, &ce) || ce.name != "IDENFY_API_KEY" {
 		t.Fatalf("run(worker) without IDENFY_API_KEY = %v (%T), want a *configError naming IDENFY_API_KEY", err, err)
@@ -170,7 +170,7 @@ func startWorker(t *testing.T, env map[string]string) *runningWorker {
 	env["METRICS_ADDR"] = addr
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &runningWorker{metrics: "http://" + addr, logs: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
-	go func() { w.done <- run(ctx, nil, io.Discard, w.logs, lookupFrom(env)) }()
+	go func() { w.done <- run(ctx, nil, io.Discard, w.logs, env) }()
 	t.Cleanup(func() { w.stop(t) })
 	return w
 }

@@ -8,8 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -100,12 +102,13 @@ func startSandbox(opts sandboxOptions) (sb *sandbox, err error) {
 		logs = io.Discard
 	}
 	log := newLogger(logs, opts.logLevel, "console")
-	nc, err := connectNATS(sb.cfg, log, "idenfy-worker sandbox")
+	connErr := &lastConnError{}
+	nc, err := connectNATS(sb.cfg, log, "idenfy-worker sandbox", connErr.record)
 	if err != nil {
 		return nil, err
 	}
 	started := make(chan struct{})
-	d := deps{log: log, nc: nc, registry: newRegistry(), started: func(w *worker.Worker, metricsURL string) {
+	d := deps{log: log, nc: nc, connErr: connErr, registry: newRegistry(), started: func(w *worker.Worker, metricsURL string) {
 		sb.worker, sb.metricsURL = w, metricsURL
 		close(started)
 	}}
@@ -217,20 +220,31 @@ func portFree(addr string) bool {
 }
 
 // runSandbox runs the sandbox until interrupted, printing how to use it and
-// every SMS or call the simulator makes.
+// every SMS or call the simulator makes. Its send limits are off unless
+// asked for: trying it by hand sends to one number more often than
+// production allows.
 func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server (-1: random)")
+	natsPort := fs.Int("nats-port", defaultNATSPort, "port of the embedded NATS server (-1: random)")
 	simAddr := fs.String("sim-addr", "127.0.0.1:8089", "address of the iDenfy simulator")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz (empty: off)")
-	logLevel := fs.String("log-level", "info", "worker log level")
-	if err := fs.Parse(args); err != nil {
+	logLevel := fs.String("log-level", "info", "worker log level: trace, debug, info, warn or error")
+	sendLimits := fs.String("send-limits", "off", "per-number send limits, e.g. 3/10m,10/24h as in production (WORKER_SEND_LIMITS)")
+	if done, err := parseFlags(fs, summary("sandbox"), args, stdout, stderr); done {
 		return err
 	}
-	level, err := zerolog.ParseLevel(*logLevel)
+	// Every bad flag at once, as for the worker's variables.
+	var errs []error
+	level, ok := logLevels[strings.ToLower(*logLevel)]
+	if !ok {
+		errs = append(errs, fmt.Errorf("-log-level %q: one of trace, debug, info, warn, error", *logLevel))
+	}
+	limits, err := worker.ParseSendLimits(*sendLimits)
 	if err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+		errs = append(errs, fmt.Errorf("-send-limits: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w\n%w", errUsage, err)
 	}
 	var mu sync.Mutex
 	sb, err := startSandbox(sandboxOptions{
@@ -239,7 +253,7 @@ func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		metricsAddr: *metricsAddr,
 		logLevel:    level,
 		logs:        stderr,
-		sendLimits:  worker.DefaultSendLimits,
+		sendLimits:  limits,
 		deliveries: func(d idenfytest.Delivery) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -251,34 +265,69 @@ func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	defer sb.Close()
 
-	p := messages.NewSubjects(messages.DefaultPrefix)
 	mu.Lock()
-	fmt.Fprintf(stdout, `idenfy-worker sandbox is running. Nothing leaves this machine: iDenfy is simulated.
+	writeSandboxIntro(stdout, sb, limits)
+	mu.Unlock()
+
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "\nstopping the sandbox")
+	return sb.Close()
+}
+
+// defaultNATSPort is where the nats CLI looks without -s.
+const defaultNATSPort = 4222
+
+// writeSandboxIntro prints where everything is, the settings that differ
+// from production, and commands to paste. The examples use a different
+// number each, so that none meets another's send limit or idempotency key.
+func writeSandboxIntro(out io.Writer, sb *sandbox, limits []worker.SendLimit) {
+	p := messages.NewSubjects(messages.DefaultPrefix)
+	fmt.Fprintf(out, `idenfy-worker sandbox is running. Nothing leaves this machine: iDenfy is simulated.
 
   NATS          %[1]s
   simulator     %[2]s   (control API under /_sim/)
   metrics       %[3]s
 
+Settings:
+  %[4]s
+
 Try it with the nats CLI (https://github.com/nats-io/natscli):
 
-  nats -s %[1]s req %[4]s '{"phone_number":"+12025550163","correlation_id":"signup-42"}'
+  %[5]s req %[6]s '{"phone_number":"+12025550163","correlation_id":"signup-42"}'
       -> {"status":"sent","request_id":"...", ...}; the code appears below
-  nats -s %[1]s req %[5]s '{"request_id":"<request_id>","received_code":"<code>"}'
-  nats -s %[1]s sub '%[6]s.>'          every outcome, as observers see it
-  nats -s %[1]s pub %[7]s '{"phone_number":"+12025550163"}' -H 'Nats-Msg-Id: job-1'
-  nats -s %[1]s micro info %[8]s
+  %[5]s req %[7]s '{"request_id":"<request_id>","received_code":"<code>"}'
+  %[5]s sub '%[8]s.>'          every outcome, as observers see it
+  %[5]s pub %[9]s '{"phone_number":"+12025550164"}' -H 'Nats-Msg-Id: job-1'
+  %[5]s micro info %[10]s
 
 The voice-call fallback, without waiting two minutes:
   curl -s -XPOST %[2]s/_sim/clock -d '{"advance":"2m"}'
   curl -s '%[2]s/_sim/outbox?phone_number=%%2B12025550163'
 
 Ctrl-C stops it.
-`, sb.natsURL, sb.simURL, orOff(sb.metricsURL), p.Send, p.Verify, messages.DefaultPrefix+".results", p.JobsSend, messages.ServiceName)
-	mu.Unlock()
+`, sb.natsURL, sb.simURL, orOff(sb.metricsURL), sendLimitsLine(limits), natsCLI(sb.natsURL), p.Send, p.Verify, messages.DefaultPrefix+".results", p.JobsSend, messages.ServiceName)
+}
 
-	<-ctx.Done()
-	fmt.Fprintln(stdout, "\nstopping the sandbox")
-	return sb.Close()
+// natsCLI is the nats CLI command for the server at url: -s only when
+// the server is off the port the CLI assumes.
+func natsCLI(url string) string {
+	if u, err := neturl.Parse(url); err == nil && u.Port() == strconv.Itoa(defaultNATSPort) {
+		return "nats"
+	}
+	return "nats -s " + url
+}
+
+// sendLimitsLine says what the sandbox's send limits are and how to change
+// them.
+func sendLimitsLine(limits []worker.SendLimit) string {
+	if len(limits) == 0 {
+		return "send limits: off (use -send-limits 3/10m,10/24h for production's)"
+	}
+	parts := make([]string, len(limits))
+	for i, l := range limits {
+		parts[i] = l.String()
+	}
+	return "send limits: " + strings.Join(parts, ",") + " per number (-send-limits off to lift them)"
 }
 
 func orOff(s string) string {

@@ -143,13 +143,40 @@ func TestFreeAddr(t *testing.T) {
 }
 
 // TestRunSandbox runs the sandbox subcommand until "Ctrl-C".
+func TestNATSCLI(t *testing.T) {
+	tests := []struct{ url, want string }{
+		{"nats://127.0.0.1:4222", "nats"},
+		{"nats://127.0.0.1:41234", "nats -s nats://127.0.0.1:41234"},
+	}
+	for _, tt := range tests {
+		if got := natsCLI(tt.url); got != tt.want {
+			t.Errorf("natsCLI(%q) = %q, want %q", tt.url, got, tt.want)
+		}
+	}
+}
+
+func TestSendLimitsLine(t *testing.T) {
+	tests := []struct {
+		limits []worker.SendLimit
+		want   string
+	}{
+		{nil, "send limits: off (use -send-limits 3/10m,10/24h for production's)"},
+		{worker.DefaultSendLimits, "send limits: 3/10m,10/1d per number (-send-limits off to lift them)"},
+	}
+	for _, tt := range tests {
+		if got := sendLimitsLine(tt.limits); got != tt.want {
+			t.Errorf("sendLimitsLine(%v) = %q, want %q", tt.limits, got, tt.want)
+		}
+	}
+}
+
 func TestRunSandbox(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithCancel(t.Context())
 	var out, errOut syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"sandbox", "-nats-port", "-1", "-sim-addr", "127.0.0.1:0", "-metrics-addr", "", "-log-level", "warn"}, &out, &errOut, lookupFrom(nil))
+		done <- run(ctx, []string{"sandbox", "-nats-port", "-1", "-sim-addr", "127.0.0.1:0", "-metrics-addr", "", "-log-level", "warn"}, &out, &errOut, nil)
 	}()
 	deadline := time.Now().Add(waitLimit)
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -164,8 +191,28 @@ func TestRunSandbox(t *testing.T) {
 			t.Fatalf("run(sandbox) printed no instructions:\n%s", out.String())
 		}
 	}
-	if !strings.Contains(out.String(), "metrics       off") {
-		t.Errorf("run(sandbox -metrics-addr '') printed\n%s\nwant metrics off", out.String())
+	printed := out.String()
+	for _, want := range []string{"metrics       off", "send limits: off (use -send-limits", "nats -s nats://127.0.0.1:"} {
+		if !strings.Contains(printed, want) {
+			t.Errorf("run(sandbox -nats-port -1 -metrics-addr '') printed\n%s\nwant %q", printed, want)
+		}
+	}
+	// Trying it by hand sends to one number again and again: the sandbox
+	// lets it, unlike production's 3 per 10 minutes.
+	natsURL := regexp.MustCompile(`NATS +(nats://\S+)`).FindStringSubmatch(printed)
+	if natsURL == nil {
+		t.Fatalf("run(sandbox) printed no NATS URL:\n%s", printed)
+	}
+	nc, err := nats.Connect(natsURL[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for i := range 4 {
+		res := request[messages.SendResult](t, nc, "idenfy.phone.send", map[string]string{"phone_number": "+12025550163"})
+		if res.Status != messages.StatusSent {
+			t.Errorf("send %d to one number in the sandbox = %+v, want sent", i+1, res)
+		}
 	}
 	cancel()
 	select {

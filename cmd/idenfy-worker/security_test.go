@@ -60,7 +60,7 @@ func connectWith(t *testing.T, env map[string]string) (*nats.Conn, *syncBuffer, 
 		t.Fatalf("loadConfig: %v", err)
 	}
 	logs := &syncBuffer{}
-	nc, err := connectNATS(cfg, newLogger(logs, zerolog.DebugLevel, "json"), "idenfy-worker-test")
+	nc, err := connectNATS(cfg, newLogger(logs, zerolog.DebugLevel, "json"), "idenfy-worker-test", nil)
 	if nc != nil {
 		t.Cleanup(nc.Close)
 	}
