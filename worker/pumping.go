@@ -103,14 +103,19 @@ type rangeState struct {
 }
 
 // rangeGuard is the pumping guard of one worker. Every worker watches the
-// ranges bucket, so that the check before a send is local; a send that got
-// a request_id adds itself to its range with one compare-and-swap, and a
-// verify that succeeded marks its send with one more. A nil *rangeGuard
-// is off: it allows everything and records nothing.
+// ranges bucket, so that the check before a send is local (no round trip);
+// a send that got a request_id adds itself to its range with one
+// compare-and-swap on the revision this worker holds, and a verify that
+// succeeded marks its send with one more. Only a lost race costs more: a
+// read, and the write again. A nil *rangeGuard is off: it allows
+// everything and records nothing.
 //
 // Decisions lag by the sends in flight: sends checked at once, on any
 // workers, all pass before any of them is recorded, so a range may take N
-// plus the sends in flight before it pauses.
+// plus the sends in flight (and the few milliseconds of the watch) before
+// it pauses. A paused range records no more sends, so its sends age out
+// and it reopens a window after the N-th newest: pumping gets at most
+// about N texts per range and window through.
 //
 // Memory: at most 2N sends per range (the oldest give way), and no more
 // ranges than had sends within the window, each send about 150 bytes with

@@ -516,3 +516,17 @@ func TestParsePumpingGuard(t *testing.T) {
 		t.Errorf("PumpingGuard{}.String() = %q, want off", s)
 	}
 }
+
+// BenchmarkPumpingGuardCheck is the cost the guard adds before every send.
+func BenchmarkPumpingGuardCheck(b *testing.B) {
+	s := &store{secret: []byte("test key")}
+	g := newRangeGuard(nil, DefaultPumpingGuard, s.hash, &manualClock{now: time.Now()}, zerolog.Nop())
+	for i := range 10 {
+		g.apply(g.key("+37060001"), uint64(i+1), jetstream.KeyValuePut,
+			fmt.Appendf(nil, `{"sends":[{"at":%d,"id":"x%d"}]}`, time.Now().UnixMilli(), i))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = g.check("+37060001005")
+	}
+}
