@@ -140,7 +140,7 @@ type rangeGuard struct {
 
 	stopOnce sync.Once
 	cancel   context.CancelFunc
-	done     chan struct{}
+	running  sync.WaitGroup // the watch and the sweep
 }
 
 // newRangeGuard returns the guard for cfg, or nil when cfg is off. kv is
@@ -154,7 +154,6 @@ func newRangeGuard(kv *bucket, cfg PumpingGuard, hash func(domain, value string)
 		ranges:  make(map[string]*rangeState),
 		sends:   make(map[string]string),
 		pending: make(map[string][]*rangeOp),
-		done:    make(chan struct{}),
 	}
 	for i := range g.turns {
 		g.turns[i] = make(chan struct{}, 1)
@@ -194,8 +193,8 @@ func (g *rangeGuard) start(ctx context.Context) error {
 	}
 	g.cancel = cancel
 	loaded := make(chan struct{})
-	go g.watch(wctx, w, loaded)
-	go g.sweepEvery(wctx)
+	g.running.Go(func() { g.watch(wctx, w, loaded) })
+	g.running.Go(func() { g.sweepEvery(wctx) })
 	select {
 	case <-loaded:
 		return nil
@@ -205,19 +204,18 @@ func (g *rangeGuard) start(ctx context.Context) error {
 	}
 }
 
-// stop ends the watch and the sweep, and waits for the watch to end.
+// stop ends the watch and the sweep, and waits for them to end.
 func (g *rangeGuard) stop() {
 	if g == nil || g.cancel == nil {
 		return
 	}
 	g.stopOnce.Do(func() {
 		g.cancel()
-		<-g.done
+		g.running.Wait()
 	})
 }
 
 func (g *rangeGuard) watch(ctx context.Context, w jetstream.KeyWatcher, loaded chan<- struct{}) {
-	defer close(g.done)
 	updates := w.Updates()
 	for {
 		select {
@@ -235,6 +233,10 @@ func (g *rangeGuard) watch(ctx context.Context, w jetstream.KeyWatcher, loaded c
 			g.apply(e.Key(), e.Revision(), e.Operation(), e.Value())
 		case <-ctx.Done():
 			_ = w.Stop()
+			// Drained, so that the client's delivery, which may be
+			// blocked on a full channel, gets to close it.
+			for range updates {
+			}
 			return
 		}
 	}
@@ -333,10 +335,11 @@ func (g *rangeGuard) recordVerified(ctx context.Context, requestID string) error
 	id := g.sendID(requestID)
 	g.mu.Lock()
 	key, ok := g.sends[id]
-	if ok {
-		st := g.ranges[key]
+	if st := g.ranges[key]; ok && st != nil {
 		i := slices.IndexFunc(st.value.Sends, func(s rangeSend) bool { return s.ID == id })
 		ok = i >= 0 && !st.value.Sends[i].Verified
+	} else {
+		ok = false
 	}
 	g.mu.Unlock()
 	if !ok {
@@ -393,9 +396,10 @@ func (g *rangeGuard) withdraw(key string, op *rangeOp) {
 }
 
 func (g *rangeGuard) writeOps(ctx context.Context, key string, ops []*rangeOp) error {
+	var read uint64 // revision of the last read, for a record the view does not keep
 	absent := false
 	for range 20 {
-		rev, value, changed := g.applyOps(key, ops)
+		rev, value, changed := g.applyOps(key, ops, read)
 		if !changed {
 			return nil
 		}
@@ -403,19 +407,21 @@ func (g *rangeGuard) writeOps(ctx context.Context, key string, ops []*rangeOp) e
 		if !isConflict(err) {
 			return err
 		}
-		if absent, err = g.reload(ctx, key); err != nil {
+		if read, absent, err = g.reload(ctx, key); err != nil {
 			return err
 		}
 	}
 	return errors.New("pumping guard: range record stayed contended after 20 tries")
 }
 
-// applyOps returns the range's revision in this worker's view and its
+// applyOps returns the range's revision in this worker's view (read when
+// the view keeps none: a record with no send left in the window) and its
 // value with ops applied; changed is false when they change nothing.
-func (g *rangeGuard) applyOps(key string, ops []*rangeOp) (rev uint64, value rangeValue, changed bool) {
+func (g *rangeGuard) applyOps(key string, ops []*rangeOp, read uint64) (rev uint64, value rangeValue, changed bool) {
 	now := g.clock.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	rev = read
 	if st := g.ranges[key]; st != nil {
 		g.evaluate(key, st, now)
 		rev, value = st.rev, st.value
@@ -465,20 +471,21 @@ func (g *rangeGuard) write(ctx context.Context, key string, rev uint64, absent b
 	return nil
 }
 
-// reload reads key after a lost race; absent reports that it has no value.
-func (g *rangeGuard) reload(ctx context.Context, key string) (absent bool, err error) {
+// reload reads key after a lost race, and returns its revision; absent
+// reports that it has no value.
+func (g *rangeGuard) reload(ctx context.Context, key string) (rev uint64, absent bool, err error) {
 	e, err := g.kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		g.mu.Lock()
 		g.forget(key)
 		g.mu.Unlock()
-		return true, nil
+		return 0, true, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("pumping guard: reading a range record: %w", err)
+		return 0, false, fmt.Errorf("pumping guard: reading a range record: %w", err)
 	}
 	g.apply(key, e.Revision(), e.Operation(), e.Value())
-	return false, nil
+	return e.Revision(), false, nil
 }
 
 // apply takes a revision of key into this worker's view, unless the view
@@ -518,6 +525,7 @@ func (g *rangeGuard) forget(key string) {
 	if st == nil {
 		return
 	}
+	g.unindex(st)
 	st.value.Sends = nil
 	g.evaluate(key, st, g.clock.Now())
 	delete(g.ranges, key)

@@ -302,6 +302,24 @@ func TestPumpingGuardSweepReleasesAnIdleRange(t *testing.T) {
 	}
 }
 
+// A verify late in the window keeps a range's record in the bucket after
+// its sends left the window, and after the sweep forgot it: the next send
+// finds the record's revision and writes over it.
+func TestPumpingGuardWritesOverARecordThatOutlivedItsSends(t *testing.T) {
+	c := newPumpingCluster(t, PumpingGuard{N: 2, Window: time.Hour})
+	g := c.guard(nil)
+	send(t, g, "+37060001005", requestID(1))
+	c.clock.Advance(50 * time.Minute)
+	verify(t, g, requestID(1))
+	c.clock.Advance(15 * time.Minute)
+	g.sweep()
+	send(t, g, "+37060001006", requestID(2))
+	send(t, g, "+37060001007", requestID(3))
+	if !paused(g, "+37060001008") {
+		t.Error("2 unverified sends after the old ones left the window did not pause the range")
+	}
+}
+
 func TestPumpingGuardIsClusterWide(t *testing.T) {
 	c := newPumpingCluster(t, PumpingGuard{N: 5, Window: time.Hour})
 	a, b := c.guard(nil), c.guard(nil)
@@ -383,6 +401,7 @@ func TestPumpingGuardRangeDeletedByHandIsReleased(t *testing.T) {
 	eventually(t, "released on both workers", func() bool {
 		return !paused(a, "+37060001007") && !paused(b, "+37060001007")
 	})
+	verify(t, a, requestID(1)) // forgotten with its range: nothing to mark
 	send(t, b, "+37060001007", requestID(3))
 	if paused(b, "+37060001007") {
 		t.Error("one send after the delete paused the range")
