@@ -64,6 +64,13 @@ type Config struct {
 	// SendLimits per number; nil means none (use DefaultSendLimits for the
 	// contract's default).
 	SendLimits []SendLimit
+	// BlockedNumberTypes are refused with number_not_allowed; nil blocks
+	// none (use DefaultBlockedNumberTypes for the contract's default).
+	BlockedNumberTypes []string
+	// PumpingGuard pauses a range with many sends and few verified; the
+	// zero value is off (use DefaultPumpingGuard for the contract's
+	// default).
+	PumpingGuard PumpingGuard
 
 	// DisableRequests and DisableJobs turn an intake off.
 	DisableRequests bool
@@ -118,6 +125,14 @@ func (c Config) Validate() error {
 		if l.Count < 1 || l.Window < time.Second {
 			bad("SendLimits", "%v is not a positive count per at least 1s", l)
 		}
+	}
+	for _, nt := range c.BlockedNumberTypes {
+		if !isNumberType(nt) {
+			bad("BlockedNumberTypes", "%q is not a number type; valid types: %s", nt, validNumberTypes())
+		}
+	}
+	if g := c.PumpingGuard; g.N != 0 && (g.N < 1 || g.N > MaxPumpingGuardN || g.Window < time.Second) {
+		bad("PumpingGuard", "%v is not a count from 1 to %d per at least 1s", g, MaxPumpingGuardN)
 	}
 	supported := phonenumbers.GetSupportedRegions()
 	for _, cc := range c.AllowedCountries {

@@ -15,27 +15,66 @@ import (
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
-// guard is the anti-pumping guard (README, "How it behaves on failures"):
-// the country allow-list, decided locally, and the per-number send limits,
-// counted cluster-wide in the limits bucket with compare-and-swap so that
-// ten workers enforce one limit.
+// guard is the anti-pumping guard (README, "Anti-pumping"): the country
+// allow-list and the blocked number types, decided locally; the pumping
+// guard's paused ranges, read from its watched view; and the per-number
+// send limits, counted cluster-wide in the limits bucket with
+// compare-and-swap so that ten workers enforce one limit.
 type guard struct {
 	countries []string
+	blocked   []string
 	limits    []SendLimit
-	bucket    *bucket // nil when send limits are off
+	bucket    *bucket     // nil when send limits are off; set by Start
+	ranges    *rangeGuard // nil when the pumping guard is off
 	hash      *hasher
 	clock     Clock
 	metrics   *metrics
 }
 
 // check refuses, without any round trip, a send the guard's local rules
-// forbid.
+// forbid. It comes before the send limits, so that a refused send does not
+// use up the number's allowance.
 func (g *guard) check(phone string) *messages.Error {
 	if e := g.checkCountry(phone); e != nil {
 		g.metrics.guardRejected("country")
 		return e
 	}
+	if e := checkNumberType(g.blocked, phone); e != nil {
+		g.metrics.guardRejected("number_type")
+		return e
+	}
+	if e := g.ranges.check(phone); e != nil {
+		g.metrics.guardRejected("pumping")
+		return e
+	}
 	return nil
+}
+
+// sent tells the pumping guard of a send that reached iDenfy and got a
+// request_id. The SMS is out whatever happens here: a failure is logged,
+// not answered.
+func (g *guard) sent(ctx context.Context, t *task, requestID string) {
+	if g.ranges == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if err := g.ranges.recordSend(ctx, t.send.PhoneNumber, requestID); err != nil {
+		t.logger().Warn().Err(err).Msg("counting the send in its range for the pumping guard failed")
+	}
+}
+
+// verified tells the pumping guard that a code sent for requestID was
+// verified: its range has a real user.
+func (g *guard) verified(ctx context.Context, t *task, requestID string) {
+	if g.ranges == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	if err := g.ranges.recordVerified(ctx, requestID); err != nil {
+		t.logger().Warn().Err(err).Msg("marking the verify in its range for the pumping guard failed")
+	}
 }
 
 // reserve counts a send against the number's limits; refusal is set when

@@ -58,6 +58,7 @@ func (w *Worker) handleSend(soft, hard context.Context, t *task, a attempts, cou
 		o.counted = counted
 		return o
 	}
+	w.guard.sent(hard, t, resp.RequestID)
 	return &outcome{op: opSend, a: a, counted: true, send: messages.SendResult{
 		Status:            messages.StatusSent,
 		RequestID:         resp.RequestID,
@@ -98,6 +99,7 @@ func (w *Worker) askVerify(soft, hard context.Context, t *task, a attempts) *out
 	case err != nil:
 		return w.failedCall(soft, t, a, err)
 	case resp.IsVerified:
+		w.guard.verified(hard, t, req.RequestID)
 		return &outcome{op: opVerify, a: a, verify: verifiedResult(req, a.count)}
 	case a.ambiguous:
 		// An earlier attempt may have been the one that consumed the code:

@@ -57,6 +57,10 @@ func runChild() error {
 	if err != nil {
 		return err
 	}
+	guard, err := worker.ParsePumpingGuard(os.Getenv("CHILD_PUMPING_GUARD"))
+	if err != nil {
+		return err
+	}
 	var opts []worker.Option
 	if v := os.Getenv("CHILD_LEASE"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -66,12 +70,13 @@ func runChild() error {
 		opts = append(opts, worker.WithLease(d))
 	}
 	w, err := worker.New(worker.Config{
-		Conn:        nc,
-		Client:      client,
-		HashKey:     testHashKey,
-		Logger:      zerolog.New(os.Stderr).Level(zerolog.ErrorLevel),
-		Concurrency: concurrency,
-		SendLimits:  limits,
+		Conn:         nc,
+		Client:       client,
+		HashKey:      testHashKey,
+		Logger:       zerolog.New(os.Stderr).Level(zerolog.ErrorLevel),
+		Concurrency:  concurrency,
+		SendLimits:   limits,
+		PumpingGuard: guard,
 	}, opts...)
 	if err != nil {
 		return err

@@ -46,7 +46,7 @@ func ParseBlockedNumberTypes(s string) ([]string, error) {
 	var out []string
 	for _, name := range strings.Split(s, ",") {
 		name = strings.ToLower(strings.TrimSpace(name))
-		if !slices.ContainsFunc(numberTypeNames, func(t numberTypeName) bool { return t.name == name }) {
+		if !isNumberType(name) {
 			return nil, fmt.Errorf("%q is not a number type; valid types: %s, or none", name, validNumberTypes())
 		}
 		if !slices.Contains(out, name) {
@@ -54,6 +54,12 @@ func ParseBlockedNumberTypes(s string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// isNumberType reports whether name is one of libphonenumber's types, in
+// lower case.
+func isNumberType(name string) bool {
+	return slices.ContainsFunc(numberTypeNames, func(t numberTypeName) bool { return t.name == name })
 }
 
 func validNumberTypes() string {

@@ -138,9 +138,8 @@ type rangeGuard struct {
 	// maps to one of them; ranges sharing one take turns too).
 	turns [32]chan struct{}
 
-	stopOnce sync.Once
-	cancel   context.CancelFunc
-	running  sync.WaitGroup // the watch and the sweep
+	cancel  context.CancelFunc // under mu; nil when not started
+	running sync.WaitGroup     // the watch and the sweep
 }
 
 // newRangeGuard returns the guard for cfg, or nil when cfg is off. kv is
@@ -191,43 +190,79 @@ func (g *rangeGuard) start(ctx context.Context) error {
 		cancel()
 		return fmt.Errorf("watching KV bucket %s: %w", g.kv.Bucket(), err)
 	}
-	g.cancel = cancel
 	loaded := make(chan struct{})
 	g.running.Go(func() { g.watch(wctx, w, loaded) })
 	g.running.Go(func() { g.sweepEvery(wctx) })
 	select {
 	case <-loaded:
+		g.mu.Lock()
+		g.cancel = cancel
+		g.mu.Unlock()
 		return nil
 	case <-ctx.Done():
-		g.stop()
+		// Start may be tried again: this try leaves nothing running.
+		cancel()
+		g.running.Wait()
 		return fmt.Errorf("loading KV bucket %s: %w", g.kv.Bucket(), ctx.Err())
 	}
 }
 
-// stop ends the watch and the sweep, and waits for them to end.
+// stop ends the watch and the sweep, and waits for them to end. The guard
+// may be started again.
 func (g *rangeGuard) stop() {
-	if g == nil || g.cancel == nil {
+	if g == nil {
 		return
 	}
-	g.stopOnce.Do(func() {
-		g.cancel()
+	g.mu.Lock()
+	cancel := g.cancel
+	g.cancel = nil
+	g.mu.Unlock()
+	if cancel != nil {
+		cancel()
 		g.running.Wait()
-	})
+	}
 }
 
+// watch applies the bucket's updates to the view until ctx ends. Should
+// the watch end on its own (a consumer lost with its server), it is set up
+// again: the watch starts with every value, so the view catches up.
 func (g *rangeGuard) watch(ctx context.Context, w jetstream.KeyWatcher, loaded chan<- struct{}) {
+	for {
+		g.follow(ctx, w, loaded)
+		loaded = nil
+		for ctx.Err() == nil {
+			g.log.Warn().Str("bucket", g.kv.Bucket()).Msg("the pumping guard's watch of the ranges bucket ended; setting it up again")
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+				return
+			}
+			var err error
+			if w, err = g.kv.WatchAll(ctx); err == nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+// follow applies one watch's updates until it ends or ctx does; loaded,
+// when not nil, is closed once the watch has delivered every stored value.
+func (g *rangeGuard) follow(ctx context.Context, w jetstream.KeyWatcher, loaded chan<- struct{}) {
 	updates := w.Updates()
 	for {
 		select {
 		case e, ok := <-updates:
 			if !ok {
-				if ctx.Err() == nil {
-					g.log.Error().Str("bucket", g.kv.Bucket()).Msg("pumping guard lost its watch of the ranges bucket: its view no longer updates")
-				}
 				return
 			}
 			if e == nil {
-				close(loaded)
+				if loaded != nil {
+					close(loaded)
+					loaded = nil
+				}
 				continue
 			}
 			g.apply(e.Key(), e.Revision(), e.Operation(), e.Value())

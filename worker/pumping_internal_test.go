@@ -88,8 +88,8 @@ func newPumpingCluster(t *testing.T, cfg PumpingGuard) *pumpingCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &store{secret: []byte("test key")}
-	return &pumpingCluster{t: t, url: ns.ClientURL(), cfg: cfg, clock: &manualClock{now: time.Now()}, kv: kv, hash: s.hash}
+	s := newHasher([]byte("test key"))
+	return &pumpingCluster{t: t, url: ns.ClientURL(), cfg: cfg, clock: &manualClock{now: time.Now()}, kv: kv, hash: s.sum}
 }
 
 func pumpingConn(t *testing.T, url string) *nats.Conn {
@@ -538,8 +538,8 @@ func TestParsePumpingGuard(t *testing.T) {
 
 // BenchmarkPumpingGuardCheck is the cost the guard adds before every send.
 func BenchmarkPumpingGuardCheck(b *testing.B) {
-	s := &store{secret: []byte("test key")}
-	g := newRangeGuard(nil, DefaultPumpingGuard, s.hash, &manualClock{now: time.Now()}, zerolog.Nop())
+	s := newHasher([]byte("test key"))
+	g := newRangeGuard(nil, DefaultPumpingGuard, s.sum, &manualClock{now: time.Now()}, zerolog.Nop())
 	for i := range 10 {
 		g.apply(g.key("+37060001"), uint64(i+1), jetstream.KeyValuePut,
 			fmt.Appendf(nil, `{"sends":[{"at":%d,"id":"x%d"}]}`, time.Now().UnixMilli(), i))

@@ -21,8 +21,8 @@ const (
 	minMaxAckPending = 1000
 )
 
-// ensureBuckets opens the outcome bucket and, with send limits on, the
-// limits bucket, creating them when missing.
+// ensureBuckets opens the outcome bucket, and the limits and ranges
+// buckets of the guard's layers that are on, creating them when missing.
 func (w *Worker) ensureBuckets(ctx context.Context) error {
 	kv, err := w.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      w.cfg.Bucket,
@@ -36,7 +36,13 @@ func (w *Worker) ensureBuckets(ctx context.Context) error {
 		return err
 	}
 	w.claims = newClaims(newBucket(w.nc, kv), w.hash, w.id, w.lease, w.clock, w.metrics)
-	w.guard = &guard{countries: w.cfg.AllowedCountries, limits: w.cfg.SendLimits, hash: w.hash, clock: w.clock, metrics: w.metrics}
+	if w.guard.ranges != nil {
+		ranges, err := w.ensureBucket(ctx, rangesBucketConfig(w.cfg.Bucket, w.cfg.Replicas, w.cfg.PumpingGuard))
+		if err != nil {
+			return err
+		}
+		w.guard.ranges.kv = newBucket(w.nc, ranges)
+	}
 	if len(w.cfg.SendLimits) == 0 {
 		return nil
 	}

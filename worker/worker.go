@@ -43,7 +43,7 @@ type Worker struct {
 	metrics      *metrics
 	admission    *admission
 	claims       *claims // set by Start
-	guard        *guard  // set by Start
+	guard        *guard
 
 	// soft ends when shutdown starts: stop taking work, stop waiting
 	// between attempts. hard ends when the shutdown timeout passes: cut
@@ -95,6 +95,12 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 	w.routes = newRoutes(w.subj)
 	w.metrics = newMetrics(w, cfg.Registerer)
 	w.admission = newAdmission(cfg.Concurrency, w.metrics)
+	w.guard = &guard{countries: cfg.AllowedCountries, blocked: cfg.BlockedNumberTypes, limits: cfg.SendLimits,
+		hash: w.hash, clock: w.clock, metrics: w.metrics,
+		ranges: newRangeGuard(nil, cfg.PumpingGuard, w.hash.sum, w.clock, cfg.Logger)}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(w.guard.ranges.collectors()...)
+	}
 	w.soft, w.stopSoft = context.WithCancel(context.Background())
 	w.hard, w.stopHard = context.WithCancel(context.Background())
 	return w, nil
@@ -116,7 +122,7 @@ func (w *Worker) ServiceID() string {
 
 // Start creates what is missing of the stream, consumer and buckets, then
 // starts both intakes. ctx bounds the set-up only.
-func (w *Worker) Start(ctx context.Context) error {
+func (w *Worker) Start(ctx context.Context) (err error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	switch {
@@ -124,40 +130,54 @@ func (w *Worker) Start(ctx context.Context) error {
 		return ErrStarted
 	case w.stopping():
 		return ErrShutDown
+	case !w.nc.IsConnected():
+		return fmt.Errorf("worker: %w (the connection is %s)", ErrNotConnected, w.nc.Status())
 	}
+	// What a failed Start set going is stopped again, so that Start can
+	// be tried again once the cause is gone.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
 	if err := w.ensureBuckets(ctx); err != nil {
-		return err
+		return noJetStream(err)
 	}
+	if err := w.guard.ranges.start(ctx); err != nil {
+		return fmt.Errorf("worker: pumping guard: %w", err)
+	}
+	undo = append(undo, w.guard.ranges.stop)
 	var cons jetstream.Consumer
 	var created time.Time
 	if !w.cfg.DisableJobs {
 		var err error
 		if cons, created, err = w.ensureJobs(ctx); err != nil {
-			return err
+			return noJetStream(err)
 		}
 	}
 	if !w.cfg.DisableRequests {
 		if err := w.startService(); err != nil {
 			return fmt.Errorf("worker: starting the micro service: %w", err)
 		}
+		undo = append(undo, func() {
+			_ = w.svc.Stop()
+			w.svc = nil
+		})
 		// Once Start returns, the server knows the subscriptions: a request
 		// sent now finds a responder.
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := w.nc.FlushWithContext(fctx)
 		cancel()
 		if err != nil {
-			_ = w.svc.Stop()
-			w.svc = nil
 			return fmt.Errorf("worker: registering the micro service: %w", err)
 		}
 	}
 	if cons != nil {
 		sub, err := w.watchStranded()
 		if err != nil {
-			if w.svc != nil {
-				_ = w.svc.Stop()
-				w.svc = nil
-			}
 			return fmt.Errorf("worker: watching for jobs that used up their deliveries: %w", err)
 		}
 		w.stranded = sub
@@ -210,6 +230,9 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	done := w.admission.tasks.close()
 	timer := time.NewTimer(w.cfg.ShutdownTimeout)
 	defer timer.Stop()
+	// The pumping guard's watch ends with the last request, before the
+	// caller drains the connection.
+	defer w.guard.ranges.stop()
 	select {
 	case <-done:
 		w.stopHard()
@@ -251,3 +274,12 @@ func (w *Worker) Ready(ctx context.Context) error {
 }
 
 func (w *Worker) stopping() bool { return w.soft.Err() != nil }
+
+// noJetStream names ErrNoJetStream when err says the server or the account
+// has no JetStream, which heals only on the server's side.
+func noJetStream(err error) error {
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) {
+		return fmt.Errorf("%w: %w", ErrNoJetStream, err)
+	}
+	return err
+}

@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -81,6 +82,21 @@ type options struct {
 	pprofDir    string
 	h2c         bool
 	verbose     bool
+	// workerEnv is added to the worker's environment, after the bench's own.
+	workerEnv envList
+}
+
+// envList is a repeatable KEY=VALUE flag.
+type envList []string
+
+func (l *envList) String() string { return strings.Join(*l, " ") }
+
+func (l *envList) Set(v string) error {
+	if k, _, ok := strings.Cut(v, "="); !ok || k == "" {
+		return fmt.Errorf("%q is not KEY=VALUE", v)
+	}
+	*l = append(*l, v)
+	return nil
 }
 
 func parse(args []string, stderr io.Writer) (options, error) {
@@ -101,6 +117,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the worker to this `directory`")
 	fs.BoolVar(&o.verbose, "v", false, "print the output of the programs under test when they stop")
 	fs.BoolVar(&o.h2c, "h2c", true, "programs under test call the simulator over HTTP/2 (as over https), else HTTP/1.1")
+	fs.Var(&o.workerEnv, "worker-env", "KEY=VALUE added to the worker's environment, e.g. WORKER_PUMPING_GUARD=1000/1h (repeatable)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: idenfy-bench [flags] request|request-rate|jobs|floor|targets")
 		fs.PrintDefaults()

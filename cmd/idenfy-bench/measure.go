@@ -31,7 +31,7 @@ func (b *bench) startProgram(prog string, e *env, concurrency int) (*process, er
 	var p *process
 	switch prog {
 	case progWorker:
-		env := e.workerEnv(concurrency, ready, b.o.h2c)
+		env := append(e.workerEnv(concurrency, ready, b.o.h2c), b.o.workerEnv...)
 		if b.o.pprofDir != "" {
 			env = append(env, "METRICS_PPROF=true")
 		}

@@ -50,6 +50,8 @@ type config struct {
 	Shutdown       time.Duration
 	Countries      []string
 	SendLimits     []worker.SendLimit
+	BlockedTypes   []string
+	PumpingGuard   worker.PumpingGuard
 	MetricsAddr    string
 	Pprof          bool
 	LogLevel       zerolog.Level
@@ -112,6 +114,10 @@ var envVars = []envVar{
 		parse: durationVar(func(c *config) *time.Duration { return &c.Shutdown })},
 	{name: "WORKER_ALLOWED_COUNTRIES", unset: "unset (all)", field: "AllowedCountries", meaning: "ISO 3166 alpha-2 allow-list, e.g. US,GB,LT", parse: parseCountries},
 	{name: "WORKER_SEND_LIMITS", def: "3/10m,10/24h", field: "SendLimits", meaning: "per-number send limits, cluster-wide; off disables", parse: parseSendLimits},
+	{name: "WORKER_BLOCKED_NUMBER_TYPES", def: strings.Join(worker.DefaultBlockedNumberTypes, ","), field: "BlockedNumberTypes",
+		meaning: "number types refused with number_not_allowed; unknown adds numbers the plan does not know; none blocks nothing", parse: parseBlockedTypes},
+	{name: "WORKER_PUMPING_GUARD", def: worker.DefaultPumpingGuard.String(), field: "PumpingGuard",
+		meaning: "pause a number range after N sends within the window with fewer than 1 in 5 verified; off disables", parse: parsePumpingGuard},
 	{name: "WORKER_HASH_KEY", unset: "derived from the API secret", meaning: "keys the hashes kept in JetStream; the same on every worker; or WORKER_HASH_KEY_FILE",
 		parse: parseHashKey},
 	{name: "WORKER_HASH_KEY_FILE", unset: "unset", meaning: "a file holding WORKER_HASH_KEY"},
@@ -371,6 +377,22 @@ func parseSendLimits(e *env, v envVar, c *config) {
 	}
 }
 
+func parseBlockedTypes(e *env, v envVar, c *config) {
+	s := e.str(v.name, v.def)
+	var err error
+	if c.BlockedTypes, err = worker.ParseBlockedNumberTypes(s); err != nil {
+		e.fail(v.name, s, err.Error())
+	}
+}
+
+func parsePumpingGuard(e *env, v envVar, c *config) {
+	s := e.str(v.name, v.def)
+	var err error
+	if c.PumpingGuard, err = worker.ParsePumpingGuard(s); err != nil {
+		e.fail(v.name, s, err.Error())
+	}
+}
+
 // parseHashKey keeps the key as given; loadConfig derives the hash key
 // from it.
 func parseHashKey(e *env, v envVar, c *config) {
@@ -500,19 +522,21 @@ func validateWorker(e *env, c config) {
 // Client, Logger, Registerer) that serve adds.
 func (c config) workerConfig() worker.Config {
 	return worker.Config{
-		HashKey:          c.HashKey,
-		Prefix:           c.Prefix,
-		Stream:           c.Stream,
-		Bucket:           c.Bucket,
-		Replicas:         c.Replicas,
-		Concurrency:      c.Concurrency,
-		RateLimit:        c.RateLimit,
-		RetryMaxElapsed:  c.RetryMax,
-		JobMaxAge:        c.JobMaxAge,
-		ResultTTL:        c.ResultTTL,
-		ShutdownTimeout:  c.Shutdown,
-		AllowedCountries: c.Countries,
-		SendLimits:       c.SendLimits,
+		HashKey:            c.HashKey,
+		Prefix:             c.Prefix,
+		Stream:             c.Stream,
+		Bucket:             c.Bucket,
+		Replicas:           c.Replicas,
+		Concurrency:        c.Concurrency,
+		RateLimit:          c.RateLimit,
+		RetryMaxElapsed:    c.RetryMax,
+		JobMaxAge:          c.JobMaxAge,
+		ResultTTL:          c.ResultTTL,
+		ShutdownTimeout:    c.Shutdown,
+		AllowedCountries:   c.Countries,
+		SendLimits:         c.SendLimits,
+		BlockedNumberTypes: c.BlockedTypes,
+		PumpingGuard:       c.PumpingGuard,
 	}
 }
 

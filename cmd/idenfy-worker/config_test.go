@@ -117,9 +117,12 @@ func defaultConfig() config {
 		ResultTTL:   15 * time.Minute,
 		Shutdown:    30 * time.Second,
 		SendLimits:  []worker.SendLimit{{Count: 3, Window: 10 * time.Minute}, {Count: 10, Window: 24 * time.Hour}},
-		MetricsAddr: ":9464",
-		LogLevel:    zerolog.InfoLevel,
-		LogFormat:   "json",
+		// The contract's defaults, written out.
+		BlockedTypes: []string{"premium_rate", "shared_cost", "uan", "pager", "voicemail"},
+		PumpingGuard: worker.PumpingGuard{N: 20, Window: time.Hour},
+		MetricsAddr:  ":9464",
+		LogLevel:     zerolog.InfoLevel,
+		LogFormat:    "json",
 		// The hash key comes from the API secret unless WORKER_HASH_KEY is set.
 		HashKeyDerived: true,
 	}
@@ -233,6 +236,14 @@ func validConfigCases(f testFiles) []validConfigCase {
 			func(c *config) {
 				c.SendLimits = []worker.SendLimit{{Count: 2, Window: time.Minute}, {Count: 20, Window: 7 * 24 * time.Hour}}
 			}},
+		{"WORKER_BLOCKED_NUMBER_TYPES none", map[string]string{"WORKER_BLOCKED_NUMBER_TYPES": "none"},
+			func(c *config) { c.BlockedTypes = nil }},
+		{"WORKER_BLOCKED_NUMBER_TYPES with unknown", map[string]string{"WORKER_BLOCKED_NUMBER_TYPES": "Premium_Rate, unknown"},
+			func(c *config) { c.BlockedTypes = []string{"premium_rate", "unknown"} }},
+		{"WORKER_PUMPING_GUARD off", map[string]string{"WORKER_PUMPING_GUARD": "off"},
+			func(c *config) { c.PumpingGuard = worker.PumpingGuard{} }},
+		{"WORKER_PUMPING_GUARD 50/2h", map[string]string{"WORKER_PUMPING_GUARD": "50/2h"},
+			func(c *config) { c.PumpingGuard = worker.PumpingGuard{N: 50, Window: 2 * time.Hour} }},
 		{"WORKER_HASH_KEY", map[string]string{"WORKER_HASH_KEY": testHashKey},
 			func(c *config) { c.HashKeyDerived = false }},
 		{"WORKER_HASH_KEY_FILE", map[string]string{"WORKER_HASH_KEY_FILE": f.hashFile},
@@ -347,6 +358,9 @@ func invalidConfigCases(f testFiles) []invalidConfigCase {
 		{"WORKER_SEND_LIMITS without window", map[string]string{"WORKER_SEND_LIMITS": "3"}, "WORKER_SEND_LIMITS", "COUNT/DURATION"},
 		{"WORKER_SEND_LIMITS zero", map[string]string{"WORKER_SEND_LIMITS": "0/10m"}, "WORKER_SEND_LIMITS", "positive whole number"},
 		{"WORKER_SEND_LIMITS second bad", map[string]string{"WORKER_SEND_LIMITS": "3/10m,x"}, "WORKER_SEND_LIMITS", "COUNT/DURATION"},
+		{"WORKER_BLOCKED_NUMBER_TYPES misspelt", map[string]string{"WORKER_BLOCKED_NUMBER_TYPES": "premium"}, "WORKER_BLOCKED_NUMBER_TYPES", "not a number type"},
+		{"WORKER_PUMPING_GUARD without window", map[string]string{"WORKER_PUMPING_GUARD": "20"}, "WORKER_PUMPING_GUARD", "COUNT/DURATION"},
+		{"WORKER_PUMPING_GUARD too large", map[string]string{"WORKER_PUMPING_GUARD": "5000/1h"}, "WORKER_PUMPING_GUARD", "1000"},
 		{"METRICS_ADDR nonsense", map[string]string{"METRICS_ADDR": "nonsense"}, "METRICS_ADDR", "host:port"},
 		{"METRICS_PPROF yes", map[string]string{"METRICS_PPROF": "yes"}, "METRICS_PPROF", "true or false"},
 		{"LOG_LEVEL verbose", map[string]string{"LOG_LEVEL": "verbose"}, "LOG_LEVEL", "one of"},

@@ -271,6 +271,8 @@ func logConfig(log zerolog.Logger, c config) {
 		Str("shutdown_timeout", formatDuration(c.Shutdown)).
 		Str("allowed_countries", countries).
 		Str("send_limits", strings.Join(limits, ",")).
+		Str("blocked_number_types", orNone(strings.Join(c.BlockedTypes, ","))).
+		Str("pumping_guard", c.PumpingGuard.String()).
 		Str("metrics_addr", c.MetricsAddr).
 		Msg("configuration")
 	if c.ResultTTL < 10*time.Minute {
@@ -402,4 +404,11 @@ func serveMetrics(addr string, reg *prometheus.Registry, ready func(context.Cont
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return srv, ln.Addr().String(), nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }

@@ -35,6 +35,7 @@ type sandboxOptions struct {
 	logs        io.Writer                 // worker logs
 	deliveries  func(idenfytest.Delivery) // each SMS or call the simulator makes
 	sendLimits  []worker.SendLimit
+	pumping     worker.PumpingGuard
 }
 
 // sandbox is everything in one process: an embedded NATS server with
@@ -95,7 +96,11 @@ func startSandbox(opts sandboxOptions) (sb *sandbox, err error) {
 		ResultTTL:   worker.DefaultResultTTL,
 		Shutdown:    5 * time.Second,
 		SendLimits:  opts.sendLimits,
-		MetricsAddr: metricsAddr,
+		// Trying it by hand sends codes nobody verifies, which is what the
+		// pumping guard pauses: relaxed like the send limits.
+		PumpingGuard: opts.pumping,
+		BlockedTypes: worker.DefaultBlockedNumberTypes,
+		MetricsAddr:  metricsAddr,
 	}
 	logs := opts.logs
 	if logs == nil {
@@ -230,6 +235,7 @@ func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:9464", "address of /metrics, /healthz, /readyz (empty: off)")
 	logLevel := fs.String("log-level", "info", "worker log level: trace, debug, info, warn or error")
 	sendLimits := fs.String("send-limits", "off", "per-number send limits, e.g. 3/10m,10/24h as in production (WORKER_SEND_LIMITS)")
+	pumping := fs.String("pumping-guard", "off", "the pumping guard, e.g. 20/1h as in production (WORKER_PUMPING_GUARD)")
 	if done, err := parseFlags(fs, summary("sandbox"), args, stdout, stderr); done {
 		return err
 	}
@@ -243,6 +249,10 @@ func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err != nil {
 		errs = append(errs, fmt.Errorf("-send-limits: %w", err))
 	}
+	guard, err := worker.ParsePumpingGuard(*pumping)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("-pumping-guard: %w", err))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("%w\n%w", errUsage, err)
 	}
@@ -254,6 +264,7 @@ func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		logLevel:    level,
 		logs:        stderr,
 		sendLimits:  limits,
+		pumping:     guard,
 		deliveries: func(d idenfytest.Delivery) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -266,7 +277,7 @@ func runSandbox(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	defer sb.Close()
 
 	mu.Lock()
-	writeSandboxIntro(stdout, sb, limits)
+	writeSandboxIntro(stdout, sb, limits, guard)
 	mu.Unlock()
 
 	<-ctx.Done()
@@ -280,7 +291,7 @@ const defaultNATSPort = 4222
 // writeSandboxIntro prints where everything is, the settings that differ
 // from production, and commands to paste. The examples use a different
 // number each, so that none meets another's send limit or idempotency key.
-func writeSandboxIntro(out io.Writer, sb *sandbox, limits []worker.SendLimit) {
+func writeSandboxIntro(out io.Writer, sb *sandbox, limits []worker.SendLimit, guard worker.PumpingGuard) {
 	p := messages.NewSubjects(messages.DefaultPrefix)
 	fmt.Fprintf(out, `idenfy-worker sandbox is running. Nothing leaves this machine: iDenfy is simulated.
 
@@ -290,6 +301,7 @@ func writeSandboxIntro(out io.Writer, sb *sandbox, limits []worker.SendLimit) {
 
 Settings:
   %[4]s
+  %[11]s
 
 Try it with the nats CLI (https://github.com/nats-io/natscli):
 
@@ -305,7 +317,7 @@ The voice-call fallback, without waiting two minutes:
   curl -s '%[2]s/_sim/outbox?phone_number=%%2B12025550163'
 
 Ctrl-C stops it.
-`, sb.natsURL, sb.simURL, orOff(sb.metricsURL), sendLimitsLine(limits), natsCLI(sb.natsURL), p.Send, p.Verify, messages.DefaultPrefix+".results", p.JobsSend, messages.ServiceName)
+`, sb.natsURL, sb.simURL, orOff(sb.metricsURL), sendLimitsLine(limits), natsCLI(sb.natsURL), p.Send, p.Verify, messages.DefaultPrefix+".results", p.JobsSend, messages.ServiceName, pumpingLine(guard))
 }
 
 // natsCLI is the nats CLI command for the server at url: -s only when
@@ -328,6 +340,15 @@ func sendLimitsLine(limits []worker.SendLimit) string {
 		parts[i] = l.String()
 	}
 	return "send limits: " + strings.Join(parts, ",") + " per number (-send-limits off to lift them)"
+}
+
+// pumpingLine says what the sandbox's pumping guard is and how to change
+// it.
+func pumpingLine(g worker.PumpingGuard) string {
+	if g.N == 0 {
+		return "pumping guard: off (use -pumping-guard " + worker.DefaultPumpingGuard.String() + " for production's)"
+	}
+	return "pumping guard: " + g.String() + " (-pumping-guard off to lift it)"
 }
 
 func orOff(s string) string {
