@@ -129,6 +129,8 @@ type harnessSetup struct {
 	noStart   bool
 	wallClock bool
 	baseURL   func(simURL string) string
+	apiKey    string // with apiSecret, the client's credentials if not the simulator's
+	apiSecret string
 }
 
 // withConfig edits the worker's configuration before it starts.
@@ -170,6 +172,12 @@ func withBaseURL(base func(simURL string) string) harnessOption {
 	return func(s *harnessSetup) { s.baseURL = base }
 }
 
+// withClientCredentials gives the worker's iDenfy client other credentials
+// than those the simulator expects.
+func withClientCredentials(apiKey, apiSecret string) harnessOption {
+	return func(s *harnessSetup) { s.apiKey, s.apiSecret = apiKey, apiSecret }
+}
+
 // withWallClock runs the worker on the real clock.
 func withWallClock() harnessOption {
 	return func(s *harnessSetup) { s.wallClock = true }
@@ -209,17 +217,22 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		t.Fatal(err)
 	}
 
-	baseURL := h.sim.URL
-	if setup.baseURL != nil {
-		baseURL = setup.baseURL(h.sim.URL)
-	}
-	client, err := idenfy.NewClient(idenfy.Config{
-		BaseURL:   baseURL,
-		APIKey:    idenfytest.DefaultAPIKey,
-		APISecret: idenfytest.DefaultAPISecret,
-	}, idenfy.WithTimeout(setup.timeout))
-	if err != nil {
-		t.Fatal(err)
+	var client *idenfy.Client
+	if setup.baseURL == nil && setup.apiKey == "" {
+		client = h.sim.Client(idenfy.WithTimeout(setup.timeout))
+	} else {
+		baseURL, apiKey, apiSecret := h.sim.URL, idenfytest.DefaultAPIKey, idenfytest.DefaultAPISecret
+		if setup.baseURL != nil {
+			baseURL = setup.baseURL(h.sim.URL)
+		}
+		if setup.apiKey != "" {
+			apiKey, apiSecret = setup.apiKey, setup.apiSecret
+		}
+		client, err = idenfy.NewClient(idenfy.Config{BaseURL: baseURL, APIKey: apiKey, APISecret: apiSecret},
+			idenfy.WithTimeout(setup.timeout))
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	workerConn := connect(t, h.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	cfg := setup.cfg

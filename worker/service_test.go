@@ -399,7 +399,7 @@ func TestUpstreamRejectedMasksDigits(t *testing.T) {
 // answers unauthorized, calls once, and says so loudly in its logs.
 func TestUnauthorizedCredentials(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, withSimulator(idenfytest.WithCredentials("other-key", "other-secret")))
+	h := newHarness(t, withClientCredentials("other-key", "other-secret"))
 	for _, op := range []string{"send", "verify"} {
 		payload := any(messages.SendRequest{PhoneNumber: usPhone})
 		if op == "verify" {
