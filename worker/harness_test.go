@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
@@ -112,6 +113,7 @@ type harness struct {
 	w     *worker.Worker
 	clock *fakeClock
 	logs  *syncBuffer
+	reg   *prometheus.Registry // the worker's metrics: read them with metric
 	subj  messages.Subjects
 	cfg   worker.Config
 }
@@ -240,6 +242,8 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	cfg.Client = client
 	cfg.HashKey = testHashKey
 	cfg.Logger = zerolog.New(h.logs).Level(zerolog.DebugLevel)
+	h.reg = prometheus.NewRegistry()
+	cfg.Registerer = h.reg
 	h.cfg = cfg
 	h.subj = messages.NewSubjects(prefixOr(cfg.Prefix))
 	wopts := setup.workerOpt
@@ -254,6 +258,50 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		h.start()
 	}
 	return h
+}
+
+// metric sums the samples of the worker's metric name whose labels include
+// labels, given as name, value pairs: the value of counters and gauges, the
+// number of observations of histograms. What a test learns from it does not
+// depend on the wording of log lines.
+func (h *harness) metric(name string, labels ...string) float64 {
+	h.t.Helper()
+	families, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatalf("gathering the metrics: %v", err)
+	}
+	want := make(map[string]string)
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			matched := 0
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+					matched++
+				}
+			}
+			if matched != len(want) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			case m.Untyped != nil:
+				sum += m.GetUntyped().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // start starts the worker, shut down by t.Cleanup.

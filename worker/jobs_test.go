@@ -347,8 +347,8 @@ func TestJobRetriedLaterAfterAnOutage(t *testing.T) {
 	if res.Status != messages.StatusSent || res.PossibleDuplicate || int64(res.Attempts) != calls || calls != 7 {
 		t.Errorf("result = %+v after %d iDenfy calls, want sent after 7 attempts, no possible duplicate", res, calls)
 	}
-	if n := strings.Count(h.logs.String(), "job handed back"); n != 2 {
-		t.Errorf("the job was handed back %d times, want 2 (one per exhausted budget)", n)
+	if n := h.metric("idenfy_worker_jobs_handed_back_total", "operation", "send"); n != 2 {
+		t.Errorf("the job was handed back %v times, want 2 (one per exhausted budget)", n)
 	}
 	if n := results.count("later"); n != 1 {
 		t.Errorf("%d results, want 1", n)
@@ -375,8 +375,8 @@ func TestJobOnLastDeliveryIsAnswered(t *testing.T) {
 		t.Errorf("result = %+v, want failed upstream_unavailable, retryable", res)
 	}
 	h.waitDrained()
-	if n := strings.Count(h.logs.String(), "job handed back"); n != 1 {
-		t.Errorf("the job was handed back %d times, want 1, then answered on its last delivery", n)
+	if n := h.metric("idenfy_worker_jobs_handed_back_total", "operation", "send"); n != 1 {
+		t.Errorf("the job was handed back %v times, want 1, then answered on its last delivery", n)
 	}
 }
 
