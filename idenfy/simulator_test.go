@@ -22,15 +22,7 @@ var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
 func newSimClient(t *testing.T, opts ...idenfy.Option) (*idenfytest.Server, *idenfy.Client) {
 	t.Helper()
 	s := idenfytest.NewServer(t, idenfytest.WithClock(simStart))
-	c, err := idenfy.NewClient(idenfy.Config{
-		BaseURL:   s.URL,
-		APIKey:    idenfytest.DefaultAPIKey,
-		APISecret: idenfytest.DefaultAPISecret,
-	}, opts...)
-	if err != nil {
-		t.Fatalf("NewClient(%q) = %v", s.URL, err)
-	}
-	return s, c
+	return s, s.Client(opts...)
 }
 
 // otherCode returns a 4-digit code that is not code.

@@ -6,8 +6,9 @@ import (
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
-// TestCodes holds every code to the exact string of DESIGN.md's error code
-// table, in its order: the strings are public interface.
+// TestCodes holds every code to the exact string of the error code table in
+// the README ("How it behaves on failures"), in its order: the strings are
+// public interface.
 func TestCodes(t *testing.T) {
 	want := []struct {
 		code         messages.Code
@@ -46,7 +47,7 @@ func TestCodes(t *testing.T) {
 			t.Errorf("Codes[%d] = %q, want %q", i, got, w.code)
 		}
 		if string(w.code) != w.str {
-			t.Errorf("Code %q, want the string %q of DESIGN.md", w.code, w.str)
+			t.Errorf("Code %q, want the string %q of the README", w.code, w.str)
 		}
 		if seen[w.code] {
 			t.Errorf("Code %q appears twice", w.code)

@@ -11,8 +11,8 @@ import (
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
-// TestResultJSON marshals results and compares them with the shapes of
-// DESIGN.md, field names included.
+// TestResultJSON marshals results and compares them with the shapes in the
+// README ("Calling it from a service"), field names included.
 func TestResultJSON(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -220,14 +220,7 @@ func TestClusterNodeLossMidBatch(t *testing.T) {
 
 	publishJobs(t, js, subj, jobs)
 
-	client, err := idenfy.NewClient(idenfy.Config{
-		BaseURL:   sim.URL,
-		APIKey:    idenfytest.DefaultAPIKey,
-		APISecret: idenfytest.DefaultAPISecret,
-	}, idenfy.WithTimeout(2*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := sim.Client(idenfy.WithTimeout(2 * time.Second))
 	// Every server in its list, the victim last and tried in order: as a
 	// worker is configured, NATS_URL=nats://n1:4222,nats://n2:4222,...
 	workerConn := connect(t, clientURLs(append(others, victim)), append(reconnect, nats.DontRandomize())...)

@@ -5,6 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/worker"
 )
 
@@ -62,5 +65,20 @@ func TestNewRefusesWithoutDependencies(t *testing.T) {
 		if !found {
 			t.Errorf("New(Config{}) = %v, want a FieldError for %s", err, field)
 		}
+	}
+}
+
+// TestResultTTLOfLessThanAMinuteIsRefused: New itself refuses a result TTL
+// under the README's minimum (Configuration: WORKER_RESULT_TTL), whatever
+// the caller validated.
+func TestResultTTLOfLessThanAMinuteIsRefused(t *testing.T) {
+	client, err := idenfy.NewClient(idenfy.Config{APIKey: "k", APISecret: "s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = worker.New(worker.Config{Conn: &nats.Conn{}, Client: client, HashKey: []byte("k"), ResultTTL: 5 * time.Second})
+	var fe *worker.FieldError
+	if !errors.As(err, &fe) || fe.Field != "ResultTTL" {
+		t.Errorf("New with a 5s result TTL = %v, want an error about the result TTL", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
@@ -112,6 +113,7 @@ type harness struct {
 	w     *worker.Worker
 	clock *fakeClock
 	logs  *syncBuffer
+	reg   *prometheus.Registry // the worker's metrics: read them with metric
 	subj  messages.Subjects
 	cfg   worker.Config
 }
@@ -129,6 +131,8 @@ type harnessSetup struct {
 	noStart   bool
 	wallClock bool
 	baseURL   func(simURL string) string
+	apiKey    string // with apiSecret, the client's credentials if not the simulator's
+	apiSecret string
 }
 
 // withConfig edits the worker's configuration before it starts.
@@ -170,6 +174,12 @@ func withBaseURL(base func(simURL string) string) harnessOption {
 	return func(s *harnessSetup) { s.baseURL = base }
 }
 
+// withClientCredentials gives the worker's iDenfy client other credentials
+// than those the simulator expects.
+func withClientCredentials(apiKey, apiSecret string) harnessOption {
+	return func(s *harnessSetup) { s.apiKey, s.apiSecret = apiKey, apiSecret }
+}
+
 // withWallClock runs the worker on the real clock.
 func withWallClock() harnessOption {
 	return func(s *harnessSetup) { s.wallClock = true }
@@ -209,17 +219,22 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		t.Fatal(err)
 	}
 
-	baseURL := h.sim.URL
-	if setup.baseURL != nil {
-		baseURL = setup.baseURL(h.sim.URL)
-	}
-	client, err := idenfy.NewClient(idenfy.Config{
-		BaseURL:   baseURL,
-		APIKey:    idenfytest.DefaultAPIKey,
-		APISecret: idenfytest.DefaultAPISecret,
-	}, idenfy.WithTimeout(setup.timeout))
-	if err != nil {
-		t.Fatal(err)
+	var client *idenfy.Client
+	if setup.baseURL == nil && setup.apiKey == "" {
+		client = h.sim.Client(idenfy.WithTimeout(setup.timeout))
+	} else {
+		baseURL, apiKey, apiSecret := h.sim.URL, idenfytest.DefaultAPIKey, idenfytest.DefaultAPISecret
+		if setup.baseURL != nil {
+			baseURL = setup.baseURL(h.sim.URL)
+		}
+		if setup.apiKey != "" {
+			apiKey, apiSecret = setup.apiKey, setup.apiSecret
+		}
+		client, err = idenfy.NewClient(idenfy.Config{BaseURL: baseURL, APIKey: apiKey, APISecret: apiSecret},
+			idenfy.WithTimeout(setup.timeout))
+		if err != nil {
+			t.Fatal(err)
+		}
 	}
 	workerConn := connect(t, h.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	cfg := setup.cfg
@@ -227,6 +242,8 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	cfg.Client = client
 	cfg.HashKey = testHashKey
 	cfg.Logger = zerolog.New(h.logs).Level(zerolog.DebugLevel)
+	h.reg = prometheus.NewRegistry()
+	cfg.Registerer = h.reg
 	h.cfg = cfg
 	h.subj = messages.NewSubjects(prefixOr(cfg.Prefix))
 	wopts := setup.workerOpt
@@ -241,6 +258,50 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 		h.start()
 	}
 	return h
+}
+
+// metric sums the samples of the worker's metric name whose labels include
+// labels, given as name, value pairs: the value of counters and gauges, the
+// number of observations of histograms. What a test learns from it does not
+// depend on the wording of log lines.
+func (h *harness) metric(name string, labels ...string) float64 {
+	h.t.Helper()
+	families, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatalf("gathering the metrics: %v", err)
+	}
+	want := make(map[string]string)
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	var sum float64
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			matched := 0
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v == l.GetValue() {
+					matched++
+				}
+			}
+			if matched != len(want) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				sum += m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				sum += m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				sum += float64(m.GetHistogram().GetSampleCount())
+			case m.Untyped != nil:
+				sum += m.GetUntyped().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 // start starts the worker, shut down by t.Cleanup.

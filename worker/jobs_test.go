@@ -228,28 +228,50 @@ func TestJobWithoutMsgIDIsKeyedBySequence(t *testing.T) {
 	}
 }
 
-// Two workers racing for one key: the second waits for the first's claim
-// and republishes its outcome.
+// Two workers racing for one key: while the first holds the key's claim
+// with its call to iDenfy in flight, the other meets the claim with two
+// jobs of that key, hands them back, and answers them with the first's
+// outcome. The proxy holds the first call until the hand-backs show that
+// the other worker tried the key, so the race happens on every run. Worker a
+// takes only requests and b only jobs, which decides who is first.
 func TestTwoWorkersRaceForOneKey(t *testing.T) {
 	t.Parallel()
-	a := newHarness(t, withoutStart())
+	p := newUpstreamProxy(t)
+	// A short lease makes the hand-backs short: they wait for what the
+	// holder's lease has left (on the fake clock, where it never runs out).
+	a := newHarness(t, withoutStart(), through(t, p), withAttemptTimeout(time.Minute),
+		withConfig(func(c *worker.Config) { c.DisableJobs = true }),
+		withWorkerOptions(worker.WithLease(time.Second)))
 	a.createStream(jetstream.StreamConfig{Duplicates: 100 * time.Millisecond, Storage: jetstream.FileStorage})
 	a.start()
-	b := newHarness(t, sharing(a), withWorkerOptions(worker.WithLease(5*time.Second)))
+	b := newHarness(t, sharing(a), through(t, p), withAttemptTimeout(time.Minute),
+		withConfig(func(c *worker.Config) { c.DisableRequests = true }))
 	results := a.collect(a.subj.ResultsSend)
-	if err := a.sim.InjectFault(idenfytest.Fault{Latency: "300ms"}); err != nil {
-		t.Fatal(err)
-	}
 	job := messages.SendRequest{PhoneNumber: "+12025550163", CorrelationID: "race"}
-	a.publishJob(a.subj.JobsSend, job, header(messages.HeaderMsgID, "race-1"))
-	waitFor(t, "the first send to reach iDenfy", func() bool { return a.sim.Stats().SendSMS == 1 })
-	republishBeyondWindow(t, a, job, "race-1")
+	handedBack := func() float64 { return b.metric("idenfy_worker_jobs_handed_back_total", "operation", "send") }
 
-	// The same key over request/reply, while the job may still be in flight.
-	viaRequest := b.send(job, header(messages.HeaderMsgID, "race-1"))
-	first := sendResult(t, results.wait("race", 1))
-	second := sendResult(t, results.wait("race", 2))
-	for _, r := range []messages.SendResult{first, second, viaRequest} {
+	p.hold()
+	viaRequest := a.askAsync("send", job, header(messages.HeaderMsgID, "race-1"))
+	waitFor(t, "worker a's send to reach iDenfy", func() bool { return p.arrivals() == 1 })
+	a.publishJob(a.subj.JobsSend, job, header(messages.HeaderMsgID, "race-1"))
+	waitFor(t, "worker b to hand the job back", func() bool { return handedBack() >= 1 })
+	republishBeyondWindow(t, a, job, "race-1")
+	waitFor(t, "worker b to hand the second job back", func() bool { return handedBack() >= 2 })
+	if n := p.arrivals(); n != 1 {
+		t.Fatalf("%d calls reached iDenfy while worker a held the key, want 1", n)
+	}
+	p.release()
+
+	reply := <-viaRequest
+	if reply.err != nil {
+		t.Fatalf("request: %v", reply.err)
+	}
+	first := reply.x.send
+	got := []messages.SendResult{first}
+	for i := range 3 {
+		got = append(got, sendResult(t, results.wait("race", i+1)))
+	}
+	for _, r := range got {
 		if r.Status != messages.StatusSent || r.RequestID != first.RequestID {
 			t.Errorf("result %+v, want sent with request_id %s", r, first.RequestID)
 		}
@@ -347,8 +369,8 @@ func TestJobRetriedLaterAfterAnOutage(t *testing.T) {
 	if res.Status != messages.StatusSent || res.PossibleDuplicate || int64(res.Attempts) != calls || calls != 7 {
 		t.Errorf("result = %+v after %d iDenfy calls, want sent after 7 attempts, no possible duplicate", res, calls)
 	}
-	if n := strings.Count(h.logs.String(), "job handed back"); n != 2 {
-		t.Errorf("the job was handed back %d times, want 2 (one per exhausted budget)", n)
+	if n := h.metric("idenfy_worker_jobs_handed_back_total", "operation", "send"); n != 2 {
+		t.Errorf("the job was handed back %v times, want 2 (one per exhausted budget)", n)
 	}
 	if n := results.count("later"); n != 1 {
 		t.Errorf("%d results, want 1", n)
@@ -375,8 +397,8 @@ func TestJobOnLastDeliveryIsAnswered(t *testing.T) {
 		t.Errorf("result = %+v, want failed upstream_unavailable, retryable", res)
 	}
 	h.waitDrained()
-	if n := strings.Count(h.logs.String(), "job handed back"); n != 1 {
-		t.Errorf("the job was handed back %d times, want 1, then answered on its last delivery", n)
+	if n := h.metric("idenfy_worker_jobs_handed_back_total", "operation", "send"); n != 1 {
+		t.Errorf("the job was handed back %v times, want 1, then answered on its last delivery", n)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
 	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
@@ -30,9 +29,7 @@ func startedWorker(t *testing.T, cfg Config) (*Worker, *nats.Conn, *idenfytest.S
 	t.Cleanup(nc.Close)
 	cfg.Conn, cfg.HashKey, cfg.DisableJobs = nc, []byte("k"), true
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
-	if cfg.Client, err = idenfy.NewClient(idenfy.Config{BaseURL: sim.URL, APIKey: idenfytest.DefaultAPIKey, APISecret: idenfytest.DefaultAPISecret}); err != nil {
-		t.Fatal(err)
-	}
+	cfg.Client = sim.Client()
 	w, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

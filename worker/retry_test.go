@@ -12,9 +12,9 @@ import (
 	"github.com/idenfy-worker/idenfy-worker/worker"
 )
 
-// The backoff policy of DESIGN.md section 3 over request/reply. The worker
-// runs on the fake clock: waits between attempts cost no wall time, but
-// spend the retry budget.
+// The backoff policy of the README ("How it behaves on failures") over
+// request/reply. The worker runs on the fake clock: waits between attempts
+// cost no wall time, but spend the retry budget.
 
 // TestRetryRecovers: what is retried (429, 500, 502, 503, 504, dropped
 // connections) recovers once iDenfy does, after one attempt per fault plus

@@ -15,7 +15,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
@@ -402,7 +401,7 @@ func TestUpstreamRejectedMasksDigits(t *testing.T) {
 // answers unauthorized, calls once, and says so loudly in its logs.
 func TestUnauthorizedCredentials(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, withSimulator(idenfytest.WithCredentials("other-key", "other-secret")))
+	h := newHarness(t, withClientCredentials("other-key", "other-secret"))
 	for _, op := range []string{"send", "verify"} {
 		payload := any(messages.SendRequest{PhoneNumber: usPhone})
 		if op == "verify" {
@@ -829,10 +828,9 @@ func TestCustomPrefix(t *testing.T) {
 func TestConcurrentRequestsOverlap(t *testing.T) {
 	t.Parallel()
 	const n = 50
-	reg := prometheus.NewRegistry()
 	p := newUpstreamProxy(t)
 	h := newHarness(t, through(t, p), withAttemptTimeout(time.Minute),
-		withConfig(func(c *worker.Config) { c.Concurrency = n; c.Registerer = reg }))
+		withConfig(func(c *worker.Config) { c.Concurrency = n }))
 	p.hold()
 	answers := make([]<-chan asyncAnswer, n)
 	for i := range answers {
@@ -842,7 +840,7 @@ func TestConcurrentRequestsOverlap(t *testing.T) {
 	// pool has fewer places than configured: fail at once rather than wait.
 	waitFor(t, fmt.Sprintf("%d iDenfy calls in flight at once, or a full pool", n), func() bool {
 		now, _ := p.counts()
-		return now == n || gatherCounter(t, reg, "idenfy_worker_pool_saturated_total") > 0
+		return now == n || h.metric("idenfy_worker_pool_saturated_total") > 0
 	})
 	if now, _ := p.counts(); now != n {
 		t.Fatalf("the pool is full with %d of %d requests in flight, with concurrency %d", now, n, n)
@@ -865,10 +863,9 @@ func TestConcurrentRequestsOverlap(t *testing.T) {
 func TestConcurrencyBound(t *testing.T) {
 	t.Parallel()
 	const n = 10
-	reg := prometheus.NewRegistry()
 	p := newUpstreamProxy(t)
 	h := newHarness(t, through(t, p), withAttemptTimeout(time.Minute),
-		withConfig(func(c *worker.Config) { c.Concurrency = 2; c.Registerer = reg }))
+		withConfig(func(c *worker.Config) { c.Concurrency = 2 }))
 	p.hold()
 	answers := make([]<-chan asyncAnswer, n)
 	for i := range answers {
@@ -876,7 +873,7 @@ func TestConcurrencyBound(t *testing.T) {
 	}
 	waitFor(t, "2 calls in flight and a request waiting for the pool, or more calls", func() bool {
 		now, most := p.counts()
-		return most > 2 || now == 2 && gatherCounter(t, reg, "idenfy_worker_pool_saturated_total") >= 1
+		return most > 2 || now == 2 && h.metric("idenfy_worker_pool_saturated_total") >= 1
 	})
 	if _, most := p.counts(); most != 2 {
 		t.Fatalf("%d calls in flight at once with concurrency 2", most)
@@ -893,21 +890,6 @@ func TestConcurrencyBound(t *testing.T) {
 	if got := h.calls("send"); got != n {
 		t.Errorf("%d upstream calls, want %d", got, n)
 	}
-}
-
-// gatherCounter returns the value of an unlabelled counter in reg.
-func gatherCounter(t testing.TB, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 // TestQueueGroupSplitsRequests: two workers on one NATS share the
@@ -1176,7 +1158,9 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	}
 	h.sim.ClearFaults()
 	// The outcome line of a request, the one with elapsed_ms, is written
-	// just after its answer.
+	// just after its answer. What is checked here is the logs themselves,
+	// so this waits for their lines, not for the outcomes metric: that is
+	// counted just before each line is written.
 	waitFor(t, "the outcome lines of every request", func() bool {
 		return strings.Count(h.logs.String(), `"elapsed_ms"`) == asked
 	})

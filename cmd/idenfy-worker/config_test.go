@@ -141,10 +141,10 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if len(c.HashKey) != 32 {
 		t.Errorf("HashKey has %d bytes, want 32", len(c.HashKey))
 	}
-	// The defaults are the contract's (DESIGN.md section 4), not only
-	// whatever the packages happen to export.
+	// The defaults are the README's ("Configuration"), not only whatever
+	// the packages happen to export.
 	if idenfy.DefaultBaseURL != "https://ivs.idenfy.com" || messages.DefaultPrefix != "idenfy.phone" {
-		t.Errorf("package defaults drifted from DESIGN.md: %s, %s", idenfy.DefaultBaseURL, messages.DefaultPrefix)
+		t.Errorf("package defaults drifted from the README's Configuration: %s, %s", idenfy.DefaultBaseURL, messages.DefaultPrefix)
 	}
 }
 

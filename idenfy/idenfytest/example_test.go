@@ -1,12 +1,14 @@
 package idenfytest_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
 )
 
@@ -83,4 +85,23 @@ func ExampleSimulator_InjectFault() {
 	// 503
 	// 200
 	// 3 calls, 1 SMS
+}
+
+func ExampleServer_Client() {
+	s := idenfytest.NewServer(nil, idenfytest.WithClock(time.Date(2025, 3, 14, 9, 0, 0, 0, time.UTC)))
+	defer s.Close()
+
+	c := s.Client(idenfy.WithTimeout(2 * time.Second))
+	sent, err := c.SendSMS(context.Background(), idenfy.SendSMSRequest{PhoneNumber: "+12025550163"})
+	if err != nil {
+		panic(err)
+	}
+	code, _ := s.LastCode("+12025550163")
+	verified, err := c.VerifySMS(context.Background(), idenfy.VerifySMSRequest{RequestID: sent.RequestID, ReceivedCode: code})
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("verified:", verified.IsVerified)
+	// Output:
+	// verified: true
 }

@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+
+	"github.com/idenfy-worker/idenfy-worker/idenfy"
 )
 
 // A Server is a Simulator served over HTTP on a loopback port.
@@ -14,34 +16,69 @@ type Server struct {
 	*Simulator
 	URL string // base URL of the vendor API, e.g. http://127.0.0.1:41234
 
+	tb        testing.TB
 	http      *httptest.Server
 	closeOnce sync.Once
 }
 
 // NewServer starts a Simulator configured by opts on 127.0.0.1 (or [::1]) on
-// a port of its own, so parallel tests never share one. If tb is not nil,
-// tb.Cleanup closes the server; otherwise the caller must. Setup failures,
-// invalid options included, panic.
+// a port of its own, so parallel tests never share one. If tb is not nil, a
+// setup failure (invalid options included) fails the test through
+// tb.Fatalf and tb.Cleanup closes the server; with a nil tb a setup failure
+// panics and the caller must close the server.
 func NewServer(tb testing.TB, opts ...Option) *Server {
 	if tb != nil {
 		tb.Helper()
 	}
-	sim := NewSimulator(opts...)
+	sim, err := newSimulator(opts...)
+	if err != nil {
+		fail(tb, err)
+	}
 	l, err := listenLoopback()
 	if err != nil {
 		sim.Close()
-		panic("idenfytest: " + err.Error())
+		fail(tb, err)
 	}
 	ts := &httptest.Server{
 		Listener: l,
 		Config:   &http.Server{Handler: sim, Protocols: ServerProtocols()},
 	}
 	ts.Start()
-	s := &Server{Simulator: sim, URL: ts.URL, http: ts}
+	s := &Server{Simulator: sim, URL: ts.URL, tb: tb, http: ts}
 	if tb != nil {
 		tb.Cleanup(s.Close)
 	}
 	return s
+}
+
+// fail reports a setup failure the way the caller of NewServer asked for.
+func fail(tb testing.TB, err error) {
+	if tb == nil {
+		panic("idenfytest: " + err.Error())
+	}
+	tb.Helper()
+	tb.Fatalf("idenfytest: %v", err)
+}
+
+// Client returns the real iDenfy client configured for the server, as
+// httptest.Server.Client does: the server's URL and the credentials it
+// expects (DefaultAPIKey and DefaultAPISecret unless WithCredentials said
+// otherwise), over HTTP/1.1 unless opts add idenfy.WithUnencryptedHTTP2,
+// which the server also speaks. opts are applied as idenfy.NewClient
+// applies them; invalid ones fail the test as NewServer does.
+func (s *Server) Client(opts ...idenfy.Option) *idenfy.Client {
+	if s.tb != nil {
+		s.tb.Helper()
+	}
+	c, err := idenfy.NewClient(idenfy.Config{
+		BaseURL:   s.URL,
+		APIKey:    s.apiKey,
+		APISecret: s.apiSecret,
+	}, opts...)
+	if err != nil {
+		fail(s.tb, fmt.Errorf("Client: %w", err))
+	}
+	return c
 }
 
 func listenLoopback() (net.Listener, error) {

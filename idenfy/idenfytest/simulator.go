@@ -4,6 +4,12 @@
 //	s := idenfytest.NewServer(t, idenfytest.WithClock(start)) // real HTTP on s.URL, closed by t.Cleanup
 //	code, ok := s.LastCode("+12025550163")                    // what your code under test had "texted"
 //
+// Server.Client is the real idenfy.Client configured for the server, its URL
+// and the credentials it expects, as httptest.Server.Client is:
+//
+//	c := s.Client(idenfy.WithTimeout(2 * time.Second)) // options as idenfy.NewClient takes them
+//	sent, err := c.SendSMS(ctx, idenfy.SendSMSRequest{PhoneNumber: "+12025550163"})
+//
 // The simulator answers POST /fraud/send-sms and POST /fraud/verify-sms like
 // the vendor: HTTP basic auth (DefaultAPIKey, DefaultAPISecret), the same
 // validations and error bodies, random 32-hex request_ids and random 4-digit
@@ -42,6 +48,7 @@ package idenfytest
 
 import (
 	"container/heap"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -145,6 +152,16 @@ func WithDeliveryHook(hook func(Delivery)) Option {
 // delivers due calls about once a second so the hook fires on time; Close
 // stops it.
 func NewSimulator(opts ...Option) *Simulator {
+	s, err := newSimulator(opts...)
+	if err != nil {
+		panic("idenfytest: " + err.Error())
+	}
+	return s
+}
+
+// newSimulator is NewSimulator returning invalid options as an error, so
+// that NewServer can fail its test with it.
+func newSimulator(opts ...Option) (*Simulator, error) {
 	s := &Simulator{
 		apiKey:      DefaultAPIKey,
 		apiSecret:   DefaultAPISecret,
@@ -159,9 +176,9 @@ func NewSimulator(opts ...Option) *Simulator {
 	}
 	switch {
 	case s.apiKey == "" || s.apiSecret == "":
-		panic("idenfytest: WithCredentials: empty API key or secret")
+		return nil, errors.New("WithCredentials: empty API key or secret")
 	case s.maxAttempts < 1:
-		panic(fmt.Sprintf("idenfytest: WithMaxAttempts(%d): must be at least 1", s.maxAttempts))
+		return nil, fmt.Errorf("WithMaxAttempts(%d): must be at least 1", s.maxAttempts)
 	}
 	if !s.frozen {
 		s.epoch = time.Now()
@@ -170,7 +187,7 @@ func NewSimulator(opts ...Option) *Simulator {
 			go s.tick()
 		}
 	}
-	return s
+	return s, nil
 }
 
 // Close stops the background goroutine of a wall-clock Simulator and aborts

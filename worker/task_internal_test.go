@@ -1,16 +1,12 @@
 package worker
 
 import (
-	"context"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
-	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
@@ -40,28 +36,5 @@ func TestReplyToRefusesSystemSubjects(t *testing.T) {
 		if !validSubject(s) {
 			t.Errorf("validSubject(%q) = false, want true", s)
 		}
-	}
-}
-
-// After an attempt that may have reached iDenfy, an account error on a
-// later attempt still says that the user may have been texted.
-func TestAccountErrorAfterAmbiguousSendSaysSo(t *testing.T) {
-	w := &Worker{log: zerolog.Nop(), soft: context.Background()}
-	tk := &task{op: opSend, w: w}
-	o := w.failedCall(context.Background(), tk, attempts{count: 2, ambiguous: true}, &idenfy.APIError{Status: 402})
-	if e := o.send.Error; e == nil || e.Code != messages.CodeQuotaExhausted || !strings.Contains(e.Message, "may have been texted") {
-		t.Errorf("failedCall after an ambiguous attempt = %+v, want quota_exhausted saying the user may have been texted", o.send.Error)
-	}
-}
-
-func TestResultTTLOfLessThanAMinuteIsRefused(t *testing.T) {
-	client, err := idenfy.NewClient(idenfy.Config{APIKey: "k", APISecret: "s"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = New(Config{Conn: &nats.Conn{}, Client: client, HashKey: []byte("k"), ResultTTL: 5 * time.Second})
-	var fe *FieldError
-	if !errors.As(err, &fe) || fe.Field != "ResultTTL" {
-		t.Errorf("New with a 5s result TTL = %v, want an error about the result TTL", err)
 	}
 }
