@@ -270,7 +270,8 @@ const (
 	outcomeAbandoned                      // no answer because this side gave up (cancelled): tells nothing
 )
 
-// callOutcomeOf classifies the error of an attempt as retryable does.
+// callOutcomeOf classifies the error of an attempt: any 5xx counts as
+// unavailable, as do the errors retryable retries.
 func callOutcomeOf(err error) callOutcome {
 	var te *idenfy.TransportError
 	switch {
@@ -280,7 +281,7 @@ func callOutcomeOf(err error) callOutcome {
 		return outcomeRateLimited
 	case errors.As(err, &te) && errors.Is(err, context.Canceled):
 		return outcomeAbandoned
-	case retryable(err):
+	case errors.Is(err, idenfy.ErrServerError) || retryable(err):
 		return outcomeUnavailable
 	}
 	return outcomeRejected
