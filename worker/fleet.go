@@ -329,6 +329,12 @@ func (f *fleet) admit(ctx context.Context, interactive bool) (turn, error) {
 	}
 	var t turn
 	for {
+		// An open breaker refuses at once, paused or not.
+		if !t.probe {
+			if err := f.refuseOpen(); err != nil {
+				return turn{}, err
+			}
+		}
 		if err := f.waitPause(ctx); err != nil {
 			f.report(t, outcomeAbandoned, 0)
 			return turn{}, err
@@ -427,8 +433,27 @@ func (f *fleet) breakerTurn(ctx context.Context) (turn, error) {
 			return turn{}, nil
 		}
 	}
+	return turn{}, f.refusal(s, now)
+}
+
+// refuseOpen refuses a call while the breaker is open and no probe is due.
+func (f *fleet) refuseOpen() error {
+	if f.br.Off {
+		return nil
+	}
+	f.mu.Lock()
+	s := f.breaker.val
+	f.mu.Unlock()
+	now := f.clock.Now()
+	if s.State == breakerClosed || now.UnixNano() >= s.Probe {
+		return nil
+	}
+	return f.refusal(s, now)
+}
+
+func (f *fleet) refusal(s breakerState, now time.Time) error {
 	f.refused.Inc()
-	return turn{}, &fleetRefusal{Reason: refusedBreakerOpen, RetryAfter: max(0, time.Duration(s.Probe-now.UnixNano()))}
+	return &fleetRefusal{Reason: refusedBreakerOpen, RetryAfter: max(0, time.Duration(s.Probe-now.UnixNano()))}
 }
 
 func (f *fleet) failed() {

@@ -375,6 +375,29 @@ func TestFleetAbandonedProbeFreesTheTurn(t *testing.T) {
 	}
 }
 
+// An open breaker refuses at once even while the fleet is paused: a
+// request learns within milliseconds, not after the pause.
+func TestFleetOpenBreakerRefusesDuringAPause(t *testing.T) {
+	clock := newManualClock()
+	fs := startFleets(t, 1, fleetSetup{clock: clock, br: Breaker{N: 1, Window: 10 * time.Second}, probe: 5 * time.Second})
+	f := fs[0]
+	f.report(turn{}, outcomeUnavailable, 0)
+	f.report(turn{}, outcomeRateLimited, time.Minute)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.admit(withTimeout(t, time.Hour), true)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if r := refusal(err); r == nil || r.Reason != refusedBreakerOpen {
+			t.Errorf("admit while open and paused = %v, want a breaker_open refusal", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("admit while open and paused waits, want a refusal at once")
+	}
+}
+
 // With no rate limit and the breaker closed, admitting and reporting a
 // success cost no allocation and no NATS message.
 func TestFleetIdlePathIsFree(t *testing.T) {
