@@ -127,11 +127,9 @@ func (f *fleet) start(ctx context.Context) error {
 			if !ok {
 				return fmt.Errorf("worker: watching KV bucket %s: the watch ended", f.kv.Bucket())
 			}
-			if e == nil {
-				loaded = true
-				break
+			if loaded = e == nil; !loaded {
+				f.applyEntry(e)
 			}
-			f.applyEntry(e)
 		case <-ctx.Done():
 			_ = w.Stop()
 			return fmt.Errorf("worker: loading KV bucket %s: %w", f.kv.Bucket(), ctx.Err())

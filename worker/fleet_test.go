@@ -398,6 +398,31 @@ func TestFleetOpenBreakerRefusesDuringAPause(t *testing.T) {
 	}
 }
 
+// A prober that dies holds the probe turn for one interval only.
+func TestFleetProbeOfADeadWorkerPasses(t *testing.T) {
+	clock := newManualClock()
+	fs := startFleets(t, 2, fleetSetup{clock: clock, br: Breaker{N: 1, Window: 10 * time.Second}, probe: 5 * time.Second})
+	fs[0].report(turn{}, outcomeUnavailable, 0)
+	clock.Advance(5 * time.Second)
+	if tn, err := fs[0].admit(context.Background(), false); err != nil || !tn.probe {
+		t.Fatalf("admit when the probe is due = %+v, %v; want the probe turn", tn, err)
+	}
+	fs[0].stop() // dies with the probe under way
+	fs[0].nc.Close()
+	eventually(t, "fleet 1 sees the probe under way", func() bool {
+		fs[1].mu.Lock()
+		defer fs[1].mu.Unlock()
+		return fs[1].breaker.val.State == breakerHalfOpen
+	})
+	if _, err := fs[1].admit(context.Background(), false); refusal(err) == nil {
+		t.Fatalf("admit during another worker's probe = %v, want a refusal", err)
+	}
+	clock.Advance(5 * time.Second)
+	if tn, err := fs[1].admit(context.Background(), false); err != nil || !tn.probe {
+		t.Fatalf("admit a probe interval after the prober died = %+v, %v; want the probe turn", tn, err)
+	}
+}
+
 // With no rate limit and the breaker closed, admitting and reporting a
 // success cost no allocation and no NATS message.
 func TestFleetIdlePathIsFree(t *testing.T) {
