@@ -311,6 +311,12 @@ func (e *fleetRefusal) Error() string {
 	return fmt.Sprintf("no turn of the rate limit within the budget; next turn in about %s", e.RetryAfter.Round(time.Millisecond))
 }
 
+// retryAfterSeconds is RetryAfter for error.retry_after: whole seconds,
+// rounded up, at least 1.
+func (e *fleetRefusal) retryAfterSeconds() int {
+	return max(1, int((e.RetryAfter+time.Second-1)/time.Second))
+}
+
 // errFleetStopped: admit was waiting when the fleet stopped.
 var errFleetStopped = errors.New("worker: stopping")
 

@@ -506,6 +506,14 @@ func TestCallOutcomeOf(t *testing.T) {
 	}
 }
 
+func TestFleetRefusalRetryAfterSeconds(t *testing.T) {
+	for d, want := range map[time.Duration]int{0: 1, time.Millisecond: 1, time.Second: 1, 1001 * time.Millisecond: 2, 5 * time.Second: 5} {
+		if got := (&fleetRefusal{RetryAfter: d}).retryAfterSeconds(); got != want {
+			t.Errorf("fleetRefusal{RetryAfter: %v}.retryAfterSeconds() = %d, want %d", d, got, want)
+		}
+	}
+}
+
 func TestParseBreaker(t *testing.T) {
 	tests := []struct {
 		name  string
