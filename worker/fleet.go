@@ -45,6 +45,9 @@ type fleet struct {
 	// closedCh is closed while the breaker is closed, and replaced by an
 	// open channel when it opens.
 	closedCh chan struct{}
+	// takingProbe is set while a caller of this process competes for the
+	// probe turn.
+	takingProbe bool
 	// pausedBefore is the time spent in pauses that ended; pauseFrom is
 	// when the latest pause began here (Unix ns, 0: none yet).
 	pausedBefore time.Duration
@@ -420,9 +423,22 @@ func (f *fleet) breakerTurn(ctx context.Context) (turn, error) {
 	}
 	now := f.clock.Now()
 	if now.UnixNano() >= s.Probe {
+		// One caller of this process competes for the turn; the others
+		// are refused without a round trip each.
+		f.mu.Lock()
+		busy := f.takingProbe
+		f.takingProbe = true
+		f.mu.Unlock()
+		if busy {
+			f.refused.Inc()
+			return turn{}, &fleetRefusal{Reason: refusedBreakerOpen, RetryAfter: f.probe}
+		}
 		won, err := casFleetKey(ctx, f, keyBreaker, &f.breaker, f.setBreaker, func(s *breakerState) bool {
 			return s.takeProbe(now, f.probe, f.id)
 		})
+		f.mu.Lock()
+		f.takingProbe = false
+		f.mu.Unlock()
 		if err != nil {
 			f.log.Warn().Err(err).Msg("taking the circuit breaker's probe turn")
 		}
