@@ -18,32 +18,6 @@ import (
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
-// manualClock moves only when told to; After moves it by d and fires at
-// once, as the worker tests' clock does.
-type manualClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *manualClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *manualClock) After(d time.Duration) <-chan time.Time {
-	c.Advance(d)
-	ch := make(chan time.Time, 1)
-	ch <- c.Now()
-	return ch
-}
-
-func (c *manualClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // lockedBuffer is a log sink safe for the watch goroutine and the test.
 type lockedBuffer struct {
 	mu  sync.Mutex
@@ -69,7 +43,7 @@ type pumpingCluster struct {
 	t     *testing.T
 	url   string
 	cfg   PumpingGuard
-	clock *manualClock
+	clock *stepClock
 	kv    jetstream.KeyValue
 	hash  func(domain, value string) string
 }
@@ -89,7 +63,7 @@ func newPumpingCluster(t *testing.T, cfg PumpingGuard) *pumpingCluster {
 		t.Fatal(err)
 	}
 	s := newHasher([]byte("test key"))
-	return &pumpingCluster{t: t, url: ns.ClientURL(), cfg: cfg, clock: &manualClock{now: time.Now()}, kv: kv, hash: s.sum}
+	return &pumpingCluster{t: t, url: ns.ClientURL(), cfg: cfg, clock: &stepClock{now: time.Now()}, kv: kv, hash: s.sum}
 }
 
 func pumpingConn(t *testing.T, url string) *nats.Conn {
@@ -144,19 +118,6 @@ func verify(t *testing.T, g *rangeGuard, requestID string) {
 }
 
 func requestID(i int) string { return fmt.Sprintf("req-%032d", i) }
-
-// eventually waits for cond, which another worker's write makes true once
-// the watch delivers it.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("still not %s after 10s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 // pausedGauge scrapes the guard's gauge as Prometheus would.
 func pausedGauge(t *testing.T, g *rangeGuard) float64 {
@@ -539,7 +500,7 @@ func TestParsePumpingGuard(t *testing.T) {
 // BenchmarkPumpingGuardCheck is the cost the guard adds before every send.
 func BenchmarkPumpingGuardCheck(b *testing.B) {
 	s := newHasher([]byte("test key"))
-	g := newRangeGuard(nil, DefaultPumpingGuard, s.sum, &manualClock{now: time.Now()}, zerolog.Nop())
+	g := newRangeGuard(nil, DefaultPumpingGuard, s.sum, &stepClock{now: time.Now()}, zerolog.Nop())
 	for i := range 10 {
 		g.apply(g.key("+37060001"), uint64(i+1), jetstream.KeyValuePut,
 			fmt.Appendf(nil, `{"sends":[{"at":%d,"id":"x%d"}]}`, time.Now().UnixMilli(), i))
