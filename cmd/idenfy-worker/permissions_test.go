@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/http"
 	"strings"
 	"sync"
@@ -40,7 +39,6 @@ type deployment struct {
 	name                   string
 	prefix, stream, bucket string
 	results                string // the results stream
-	env                    map[string]string
 	workerUser, callerUser string
 	workerPassword         string
 	callerPassword         string
@@ -59,12 +57,7 @@ var deployments = []deployment{
 	{
 		name:   "sandbox",
 		prefix: "sandbox.idenfy.phone", stream: "SANDBOX_IDENFY_PHONE_JOBS", bucket: "sandbox_idenfy_phone",
-		results: "SANDBOX_IDENFY_PHONE_RESULTS",
-		env: map[string]string{
-			"WORKER_SUBJECT_PREFIX": "sandbox.idenfy.phone",
-			"WORKER_STREAM":         "SANDBOX_IDENFY_PHONE_JOBS",
-			"WORKER_KV_BUCKET":      "sandbox_idenfy_phone",
-		},
+		results:    "SANDBOX_IDENFY_PHONE_RESULTS",
 		workerUser: "idenfy-sandbox-worker", workerPassword: natsPasswords["NATS_SANDBOX_WORKER_PASSWORD"],
 		callerUser: "idenfy-sandbox-caller", callerPassword: natsPasswords["NATS_SANDBOX_CALLER_PASSWORD"],
 	},
@@ -215,7 +208,7 @@ func startPermissionsRun(t *testing.T, d deployment, prepare func(js jetstream.J
 	}
 	r.sim = idenfytest.NewServer(t, idenfytest.WithCredentials(testAPIKey, testAPISecret))
 	env := workerEnv(natsURLAs(r.ns, d.workerUser, d.workerPassword), r.sim.URL)
-	maps.Copy(env, d.env)
+	env["WORKER_SUBJECT_PREFIX"], env["WORKER_STREAM"], env["WORKER_KV_BUCKET"] = d.prefix, d.stream, d.bucket
 	r.worker = startWorker(t, env)
 	waitStatus(t, r.worker.metrics+"/readyz", http.StatusOK)
 
@@ -309,12 +302,16 @@ func (r *permissionsRun) workerViolations() []string {
 	return out
 }
 
-// checkNoViolation checks that neither the worker, the caller nor the
-// server saw a permissions violation.
-func (r *permissionsRun) checkNoViolation(t *testing.T) {
+// stopAndCheck stops the worker, as SIGTERM does (its shutdown uses NATS
+// too), then checks that neither the worker, the caller nor the server saw
+// a permissions violation.
+func (r *permissionsRun) stopAndCheck(t *testing.T) {
 	t.Helper()
+	if err := r.worker.stop(t); err != nil {
+		t.Errorf("run after SIGTERM = %v, want nil", err)
+	}
 	// A violation reaches the client after the server read the message
-	// that caused it: a round trip on each connection lets it arrive.
+	// that caused it: a round trip lets the caller's arrive.
 	if err := r.caller.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -455,7 +452,7 @@ func checkPermissions(t *testing.T, d deployment) {
 	}
 
 	r.jobsSettled(t)
-	r.checkNoViolation(t)
+	r.stopAndCheck(t)
 }
 
 // requestMsg is request with headers.
@@ -588,66 +585,93 @@ func TestPermissionsStrandedJob(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	r.checkNoViolation(t)
+	r.stopAndCheck(t)
 }
 
-// TestWorkerPermissionsRefuse connects with each worker user, as a
-// compromised worker host could, and checks that the server refuses what
-// no worker needs (another deployment's subjects among them), and keeps the
-// connection open all the same.
-func TestWorkerPermissionsRefuse(t *testing.T) {
+// refusal is something a user may not do: publish to a subject, or
+// subscribe to one.
+type refusal struct {
+	name      string
+	subscribe bool
+	subject   string
+}
+
+// checkDenied does each refusal on nc and waits for the server's
+// permissions violation naming its subject; then checks that the
+// connection is still open, since NATS does not close it over a refusal.
+func checkDenied(t *testing.T, nc *nats.Conn, errs *asyncErrors, refusals []refusal) {
+	t.Helper()
+	for _, r := range refusals {
+		t.Run(r.name, func(t *testing.T) {
+			verb := "Publish to"
+			var err error
+			if r.subscribe {
+				verb = "Subscription to"
+				_, err = nc.SubscribeSync(r.subject)
+			} else {
+				err = nc.Publish(r.subject, []byte("{}"))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("%s %q", verb, r.subject)
+			timeout := time.After(waitLimit)
+			for {
+				select {
+				case err := <-errs.ch:
+					if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), want) {
+						return
+					}
+				case <-timeout:
+					t.Fatalf("no permissions violation for %s; errors: %v", want, errs.all())
+				}
+			}
+		})
+	}
+	if err := nc.FlushTimeout(waitLimit); err != nil || !nc.IsConnected() {
+		t.Errorf("after %d refusals: flush %v, connected %v; want the connection open", len(refusals), err, nc.IsConnected())
+	}
+}
+
+// TestPermissionsRefuse connects with each user of the config, as a
+// compromised host could, and checks that the server refuses what the user
+// has no need for: a worker reaches no other service's subjects, no other
+// client's inbox, no stream delete, no other bucket, nothing of another
+// deployment; a caller cannot answer requests, fake results or touch the
+// worker's state.
+func TestPermissionsRefuse(t *testing.T) {
 	ns, _ := startConfiguredNATS(t)
 	for i, d := range deployments {
 		other := deployments[(i+1)%len(deployments)]
-		t.Run(d.name, func(t *testing.T) {
+		t.Run(d.name+"/worker", func(t *testing.T) {
 			nc, errs := connectAs(t, ns, d.workerUser, d.workerPassword, nats.CustomInboxPrefix(workerInbox(d.prefix)))
-			pub := func(subject string) func() error {
-				return func() error { return nc.Publish(subject, []byte("{}")) }
-			}
-			sub := func(subject string) func() error {
-				return func() error { _, err := nc.SubscribeSync(subject); return err }
-			}
-			tests := []struct {
-				name    string
-				do      func() error
-				subject string
-				verb    string // as the server's refusal says it
-			}{
-				{"publish to another service", pub(permForeign), permForeign, "Publish to"},
-				{"publish into another client's inbox", pub("_INBOX.someone.1"), "_INBOX.someone.1", "Publish to"},
-				{"delete the jobs stream", pub("$JS.API.STREAM.DELETE." + d.stream), "$JS.API.STREAM.DELETE." + d.stream, "Publish to"},
-				{"change the jobs stream", pub("$JS.API.STREAM.UPDATE." + d.stream), "$JS.API.STREAM.UPDATE." + d.stream, "Publish to"},
-				{"purge a bucket", pub("$JS.API.STREAM.PURGE.KV_" + d.bucket), "$JS.API.STREAM.PURGE.KV_" + d.bucket, "Publish to"},
-				{"write another bucket", pub("$KV.other_bucket.x"), "$KV.other_bucket.x", "Publish to"},
-				{"publish a job", pub(d.prefix + ".jobs.send"), d.prefix + ".jobs.send", "Publish to"},
-				{"publish another deployment's results", pub(other.prefix + ".results.send"), other.prefix + ".results.send", "Publish to"},
-				{"subscribe to another service", sub(permForeign), permForeign, "Subscription to"},
-				{"subscribe to other clients' inboxes", sub("_INBOX.>"), "_INBOX.>", "Subscription to"},
-				{"subscribe to another deployment's worker inboxes", sub(workerInbox(other.prefix) + ".>"), workerInbox(other.prefix) + ".>", "Subscription to"},
-				{"subscribe to requests outside the queue group", sub(d.prefix + ".send"), d.prefix + ".send", "Subscription to"},
-				{"read a bucket's subjects", sub("$KV." + d.bucket + ".>"), "$KV." + d.bucket + ".>", "Subscription to"},
-			}
-			for _, tt := range tests {
-				if err := tt.do(); err != nil {
-					t.Fatalf("%s: %v", tt.name, err)
-				}
-				want := fmt.Sprintf("%s %q", tt.verb, tt.subject)
-				timeout := time.After(waitLimit)
-			wait:
-				for {
-					select {
-					case err := <-errs.ch:
-						if errors.Is(err, nats.ErrPermissionViolation) && strings.Contains(err.Error(), want) {
-							break wait
-						}
-					case <-timeout:
-						t.Fatalf("%s: no permissions violation with %s; errors: %v", tt.name, want, errs.all())
-					}
-				}
-			}
-			if err := nc.FlushTimeout(waitLimit); err != nil || !nc.IsConnected() {
-				t.Errorf("after %d refusals: flush %v, connected %v; want the connection open", len(tests), err, nc.IsConnected())
-			}
+			checkDenied(t, nc, errs, []refusal{
+				{"publish to another service", false, permForeign},
+				{"publish into another client's inbox", false, "_INBOX.someone.1"},
+				{"delete the jobs stream", false, "$JS.API.STREAM.DELETE." + d.stream},
+				{"change the jobs stream", false, "$JS.API.STREAM.UPDATE." + d.stream},
+				{"purge a bucket", false, "$JS.API.STREAM.PURGE.KV_" + d.bucket},
+				{"write another bucket", false, "$KV.other_bucket.x"},
+				{"publish a job", false, d.prefix + ".jobs.send"},
+				{"publish another deployment's results", false, other.prefix + ".results.send"},
+				{"subscribe to another service", true, permForeign},
+				{"subscribe to other clients' inboxes", true, "_INBOX.>"},
+				{"subscribe to another deployment's worker inboxes", true, workerInbox(other.prefix) + ".>"},
+				{"subscribe to requests outside the queue group", true, d.prefix + ".send"},
+				{"read a bucket's subjects", true, "$KV." + d.bucket + ".>"},
+			})
+		})
+		t.Run(d.name+"/caller", func(t *testing.T) {
+			nc, errs := connectAs(t, ns, d.callerUser, d.callerPassword)
+			checkDenied(t, nc, errs, []refusal{
+				{"fake a result", false, d.prefix + ".results.send"},
+				{"write the worker's bucket", false, "$KV." + d.bucket + ".x"},
+				{"delete the jobs stream", false, "$JS.API.STREAM.DELETE." + d.stream},
+				{"call another deployment", false, other.prefix + ".send"},
+				{"take requests", true, d.prefix + ".send"},
+				{"read the jobs", true, d.prefix + ".jobs.>"},
+				{"read the workers' inboxes", true, workerInbox(d.prefix) + ".>"},
+			})
 		})
 	}
 }
