@@ -152,7 +152,12 @@ func checkWorkerService(t *testing.T, p *types.Project, s types.ServiceConfig) c
 	env := serviceEnv(t, s)
 	for name := range env {
 		if _, forCompose := natsPasswords[name]; forCompose {
-			continue // .env is the worker's env_file too
+			// .env is the worker's env_file too; the passwords in it are the
+			// server's to know.
+			if env[name] != "" {
+				t.Errorf("service %s is given %s: a worker should hold no password but its own, in NATS_URL", s.Name, name)
+			}
+			continue
 		}
 		if !slices.Contains(envVars, name) {
 			t.Errorf("service %s sets %s, which the worker does not read", s.Name, name)
