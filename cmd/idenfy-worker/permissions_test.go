@@ -675,3 +675,61 @@ func TestPermissionsRefuse(t *testing.T) {
 		})
 	}
 }
+
+// TestPermissionsKVWatch opens, writes and watches the buckets that workers
+// watch (the pumping guard's ranges and the fleet state) with the jetstream
+// client as a worker user, as those features do: create when missing, put,
+// get, a watcher that sees the put, stopped. No violation.
+func TestPermissionsKVWatch(t *testing.T) {
+	ns, violations := startConfiguredNATS(t)
+	for _, d := range deployments {
+		for _, bucket := range []string{d.bucket + "_ranges", d.bucket + "_fleet"} {
+			t.Run(bucket, func(t *testing.T) {
+				nc, errs := connectAs(t, ns, d.workerUser, d.workerPassword, nats.CustomInboxPrefix(workerInbox(d.prefix)))
+				js, err := jetstream.New(nc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithTimeout(t.Context(), waitLimit)
+				defer cancel()
+				if _, err := js.KeyValue(ctx, bucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+					t.Fatalf("KeyValue(%s) = %v, want %v", bucket, err, jetstream.ErrBucketNotFound)
+				}
+				kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1})
+				if err != nil {
+					t.Fatalf("creating %s: %v", bucket, err)
+				}
+				w, err := kv.WatchAll(ctx)
+				if err != nil {
+					t.Fatalf("watching %s: %v", bucket, err)
+				}
+				if _, err := kv.Create(ctx, "k", []byte("1")); err != nil {
+					t.Fatalf("put: %v", err)
+				}
+				if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "1" {
+					t.Fatalf("get = %v, %v; want 1", e, err)
+				}
+				for seen := false; !seen; {
+					select {
+					case e := <-w.Updates():
+						seen = e != nil && e.Key() == "k"
+					case <-ctx.Done():
+						t.Fatalf("the watcher of %s did not see the put", bucket)
+					}
+				}
+				if err := w.Stop(); err != nil {
+					t.Errorf("stopping the watcher: %v", err)
+				}
+				if err := nc.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				for _, err := range errs.all() {
+					t.Errorf("%s: %v", d.workerUser, err)
+				}
+			})
+		}
+	}
+	for _, line := range violations.all() {
+		t.Errorf("server: %s", line)
+	}
+}
