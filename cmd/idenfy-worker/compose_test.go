@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -20,6 +21,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/messages"
+	"github.com/idenfy-worker/idenfy-worker/worker"
 )
 
 // The deployment files at the root of the repository (docker-compose.yml,
@@ -33,11 +36,41 @@ const repoRoot = "../.."
 // natsConfigPath is the NATS server configuration docker-compose.yml mounts.
 var natsConfigPath = filepath.Join(repoRoot, "deploy", "nats-server.conf")
 
+// natsPasswords stand in for the passwords of the NATS users, which
+// .env.example leaves empty and docker-compose.yml requires: variables of
+// .env for compose, not for the worker.
+var natsPasswords = map[string]string{
+	"NATS_WORKER_PASSWORD":         "w0rkerTestPassw0rd",
+	"NATS_CALLER_PASSWORD":         "ca11erTestPassw0rd",
+	"NATS_SANDBOX_WORKER_PASSWORD": "sandb0xW0rkerTestPassw0rd",
+	"NATS_SANDBOX_CALLER_PASSWORD": "sandb0xCa11erTestPassw0rd",
+}
+
+// setNATSPasswords puts the passwords in the environment, where the NATS
+// server's config reads them.
+func setNATSPasswords(t *testing.T) {
+	t.Helper()
+	for k, v := range natsPasswords {
+		t.Setenv(k, v)
+	}
+}
+
 // loadCompose loads docker-compose.yml as `docker compose --profile ...`
-// would, with .env.example standing in for the uncommitted .env: from a copy
-// of the deployment files in a temporary directory. The host's environment
-// is left out.
+// would, with .env.example and the NATS passwords standing in for the
+// uncommitted .env: from a copy of the deployment files in a temporary
+// directory. The host's environment is left out.
 func loadCompose(t *testing.T, profiles ...string) *types.Project {
+	t.Helper()
+	p, err := tryLoadCompose(t, natsPasswords, profiles...)
+	if err != nil {
+		t.Fatalf("loading docker-compose.yml (profiles %q): %v", profiles, err)
+	}
+	return p
+}
+
+// tryLoadCompose loads docker-compose.yml with .env.example, plus extra
+// variables, as .env.
+func tryLoadCompose(t *testing.T, extra map[string]string, profiles ...string) (*types.Project, error) {
 	t.Helper()
 	dir := t.TempDir()
 	for src, dst := range map[string]string{
@@ -54,6 +87,11 @@ func loadCompose(t *testing.T, profiles ...string) *types.Project {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		if dst == ".env" {
+			for _, k := range slices.Sorted(maps.Keys(extra)) {
+				data = fmt.Appendf(data, "%s=%s\n", k, extra[k])
+			}
+		}
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -67,11 +105,7 @@ func loadCompose(t *testing.T, profiles ...string) *types.Project {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := opts.LoadProject(t.Context())
-	if err != nil {
-		t.Fatalf("loading docker-compose.yml (profiles %q): %v", profiles, err)
-	}
-	return p
+	return opts.LoadProject(t.Context())
 }
 
 // isWorker tells whether a service runs the worker: built from the
@@ -117,6 +151,14 @@ func checkWorkerService(t *testing.T, p *types.Project, s types.ServiceConfig) c
 	t.Helper()
 	env := serviceEnv(t, s)
 	for name := range env {
+		if _, forCompose := natsPasswords[name]; forCompose {
+			// .env is the worker's env_file too; the passwords in it are the
+			// server's to know.
+			if env[name] != "" {
+				t.Errorf("service %s is given %s: a worker should hold no password but its own, in NATS_URL", s.Name, name)
+			}
+			continue
+		}
 		if !knownVar(name) {
 			t.Errorf("service %s sets %s, which the worker does not read", s.Name, name)
 		}
@@ -144,6 +186,9 @@ func checkWorkerService(t *testing.T, p *types.Project, s types.ServiceConfig) c
 	}
 	if dep, ok := s.DependsOn[u.Hostname()]; !ok || dep.Condition != types.ServiceConditionHealthy {
 		t.Errorf("service %s: depends_on %s = %+v, want condition %s", s.Name, u.Hostname(), dep, types.ServiceConditionHealthy)
+	}
+	if ok {
+		checkWorkerUser(t, s.Name, natsOptions(t, nats), u, cfg)
 	}
 
 	// The health check asks /readyz on the metrics address.
@@ -180,6 +225,54 @@ func checkWorkerService(t *testing.T, p *types.Project, s types.ServiceConfig) c
 // imageHealthcheck is the health check of the image (the Dockerfile's
 // HEALTHCHECK), which compose services may repeat.
 var imageHealthcheck = []string{"CMD", "/usr/local/bin/idenfy-worker", "healthcheck"}
+
+// checkWorkerUser checks that a worker connects as a user of the NATS
+// config, with its password, whose permissions are a worker's for the
+// worker's own subjects, stream and bucket (a sample of them: the whole
+// set is held to the product by TestPermissions).
+func checkWorkerUser(t *testing.T, service string, opts *server.Options, u *url.URL, cfg config) {
+	t.Helper()
+	password, _ := u.User.Password()
+	i := slices.IndexFunc(opts.Users, func(user *server.User) bool { return user.Username == u.User.Username() })
+	if i < 0 {
+		t.Errorf("service %s: NATS user %q is not in the NATS config", service, u.User.Username())
+		return
+	}
+	user := opts.Users[i]
+	if user.Password != password {
+		t.Errorf("service %s: the password of NATS user %q is not the one the server gets", service, user.Username)
+	}
+	if user.Permissions == nil || user.Permissions.Publish == nil || user.Permissions.Subscribe == nil {
+		t.Fatalf("service %s: NATS user %q has no publish and subscribe permissions: it may do anything", service, user.Username)
+	}
+	pub, sub := user.Permissions.Publish.Allow, user.Permissions.Subscribe.Allow
+	for _, want := range []string{
+		cfg.Prefix + ".results.>",
+		"$JS.API.STREAM.INFO." + cfg.Stream,
+		"$JS.API.CONSUMER.MSG.NEXT." + cfg.Stream + "." + worker.DefaultConsumer,
+		"$KV." + cfg.Bucket + ".>",
+		"$KV." + cfg.Bucket + "_limits.>",
+	} {
+		if !slices.Contains(pub, want) {
+			t.Errorf("service %s: NATS user %q may not publish to %s", service, user.Username, want)
+		}
+	}
+	for _, want := range []string{
+		workerInbox(cfg.Prefix) + ".>",
+		cfg.Prefix + ".send " + messages.QueueGroup,
+		cfg.Prefix + ".verify " + messages.QueueGroup,
+	} {
+		if !slices.Contains(sub, want) {
+			t.Errorf("service %s: NATS user %q may not subscribe to %s", service, user.Username, want)
+		}
+	}
+	if slices.Contains(pub, ">") || slices.Contains(sub, ">") {
+		t.Errorf("service %s: NATS user %q may use every subject", service, user.Username)
+	}
+}
+
+// workerInbox is the inbox prefix connectNATS gives a worker with prefix.
+func workerInbox(prefix string) string { return "_INBOX_idenfy_worker." + prefix }
 
 // healthTest is a service's health check command.
 func healthTest(s types.ServiceConfig) []string {
@@ -238,6 +331,11 @@ func natsOptions(t *testing.T, s types.ServiceConfig) *server.Options {
 	}
 	if source == "" {
 		t.Fatalf("service %s: nothing is mounted at %s", s.Name, target)
+	}
+	// The config reads the users' passwords from the environment, which the
+	// service gives it.
+	for k, v := range serviceEnv(t, s) {
+		t.Setenv(k, v)
 	}
 	opts, err := server.ProcessConfigFile(source)
 	if err != nil {
@@ -408,6 +506,12 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 			continue
 		}
 		name, set := m[2], m[1] == ""
+		if _, forCompose := natsPasswords[name]; forCompose {
+			if set {
+				listed[name] = true
+			}
+			continue
+		}
 		if !knownVar(name) {
 			t.Errorf(".env.example:%d: %s is not a variable the worker reads", n, name)
 		}
@@ -430,12 +534,34 @@ func TestEnvExampleListsEveryVariable(t *testing.T) {
 			t.Errorf(".env.example sets neither %s nor %s_FILE: a copy of it would not start", name, name)
 		}
 	}
+	for name := range natsPasswords {
+		if !listed[name] {
+			t.Errorf(".env.example does not list %s", name)
+		}
+	}
+}
+
+// TestComposeRequiresNATSPasswords checks that compose refuses to start
+// without a password for each NATS user, naming it, rather than running
+// NATS with an empty one: .env.example leaves them for the operator to set.
+func TestComposeRequiresNATSPasswords(t *testing.T) {
+	for name := range natsPasswords {
+		t.Run(name, func(t *testing.T) {
+			extra := maps.Clone(natsPasswords)
+			delete(extra, name)
+			_, err := tryLoadCompose(t, extra, "sandbox")
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("docker-compose.yml without %s loads with error %v, want one naming it", name, err)
+			}
+		})
+	}
 }
 
 // TestNATSConfig checks that deploy/nats-server.conf parses without a
 // warning, syncs every JetStream write, and starts a server that reports
 // healthy on its monitoring port.
 func TestNATSConfig(t *testing.T) {
+	setNATSPasswords(t)
 	opts, err := server.ProcessConfigFile(natsConfigPath)
 	if err != nil {
 		t.Fatalf("%s: %v", natsConfigPath, err)

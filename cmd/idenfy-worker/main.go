@@ -323,6 +323,9 @@ func connectNATS(c config, log zerolog.Logger, name string, failed nats.ConnErrH
 		nats.ReconnectBufSize(64 << 20),
 		nats.RetryOnFailedConnect(true),
 		nats.IgnoreAuthErrorAbort(),
+		// Inboxes of its own, so that its user's subscribe permission covers
+		// no other client's (see "Permissions" in README.md).
+		nats.CustomInboxPrefix("_INBOX_idenfy_worker." + c.Prefix),
 		nats.ConnectHandler(func(nc *nats.Conn) {
 			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("NATS connected")
 		}),
@@ -339,6 +342,12 @@ func connectNATS(c config, log zerolog.Logger, name string, failed nats.ConnErrH
 			ev := log.Error().Err(err)
 			if sub != nil {
 				ev = ev.Str("subject", sub.Subject)
+			}
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				// Such as a job's Reply-To outside the worker's permissions;
+				// the server's text in err names the subject.
+				ev.Msg("NATS permissions violation: the server refused a publish or subscription")
+				return
 			}
 			ev.Msg("NATS error")
 		}),
