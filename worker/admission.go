@@ -9,15 +9,17 @@ import (
 // admission bounds what a worker takes on, so that a flood of requests
 // queues in NATS rather than in memory: requests admitted into the process
 // (slots), and HTTP calls to iDenfy in flight (call places, the
-// WORKER_CONCURRENCY of README's "Configuration", shared by both intakes).
-// It also runs admitted requests on reused goroutines and tracks them for
-// Shutdown.
+// WORKER_CONCURRENCY of README's "Configuration", shared by both intakes,
+// requests first). It also runs admitted requests on reused goroutines and
+// tracks them for Shutdown.
 type admission struct {
-	// calls bounds the HTTP attempts in flight; slots bounds the requests
-	// in the worker, twice as many, so that calls are never idle while
-	// requests do their KV round trips.
-	calls chan struct{}
-	slots chan struct{}
+	// calls bounds the HTTP attempts in flight. Each intake has slots of
+	// its own, twice as many, so that calls are never idle while requests
+	// do their KV round trips, and so that jobs waiting for the fleet (a
+	// rate limit, an open breaker) never keep a request out.
+	calls       *places
+	concurrency int
+	slots       [2]chan struct{} // by intake: request, job
 	// idle hands a request to a goroutine waiting for one (see spawn).
 	idle    chan func()
 	tasks   tracker
@@ -26,63 +28,64 @@ type admission struct {
 
 func newAdmission(concurrency int, m *metrics) *admission {
 	return &admission{
-		calls:   make(chan struct{}, concurrency),
-		slots:   make(chan struct{}, 2*concurrency),
-		idle:    make(chan func()),
-		metrics: m,
+		calls:       newPlaces(concurrency),
+		concurrency: concurrency,
+		slots:       [2]chan struct{}{make(chan struct{}, 2*concurrency), make(chan struct{}, 2*concurrency)},
+		idle:        make(chan func()),
+		metrics:     m,
 	}
 }
 
 // slot is a request's place in the worker.
-type slot struct{ ad *admission }
+type slot struct {
+	ad    *admission
+	slots chan struct{}
+}
 
-// enter admits a request, or returns nil once stop ends.
-func (ad *admission) enter(stop <-chan struct{}) *slot {
+// enter admits a request of the intake (intakeRequest or intakeJob), or
+// returns nil once stop ends.
+func (ad *admission) enter(stop <-chan struct{}, intake string) *slot {
+	slots := ad.slots[0]
+	if intake == intakeJob {
+		slots = ad.slots[1]
+	}
 	select {
-	case ad.slots <- struct{}{}:
+	case slots <- struct{}{}:
 	default:
 		ad.metrics.poolFull()
 		select {
-		case ad.slots <- struct{}{}:
+		case slots <- struct{}{}:
 		case <-stop:
 			return nil
 		}
 	}
 	if !ad.tasks.add() {
-		<-ad.slots
+		<-slots
 		return nil
 	}
-	return &slot{ad: ad}
+	return &slot{ad: ad, slots: slots}
 }
 
 // leave ends the request's admission.
 func (s *slot) leave() {
-	<-s.ad.slots
+	<-s.slots
 	s.ad.tasks.done()
 }
 
-// acquireCall takes one of the call places for one HTTP attempt. The KV
-// round trips before and after a call, and the waits between attempts, hold
-// none.
-func (ad *admission) acquireCall(ctx context.Context) error {
-	select {
-	case ad.calls <- struct{}{}:
-		return nil
-	default:
+// acquireCall takes one of the call places for one HTTP attempt; a waiting
+// request gets the next free one before any waiting job. The KV round trips
+// before and after a call, and the waits between attempts, hold none.
+func (ad *admission) acquireCall(ctx context.Context, interactive bool) error {
+	if ad.calls.waiting() > 0 || ad.callsInFlight() >= ad.concurrency {
+		ad.metrics.poolFull()
 	}
-	ad.metrics.poolFull()
-	select {
-	case ad.calls <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return ad.calls.acquire(ctx, interactive)
 }
 
-func (ad *admission) releaseCall() { <-ad.calls }
+func (ad *admission) releaseCall() { ad.calls.release() }
 
 // callsInFlight is how many call places are taken.
-func (ad *admission) callsInFlight() int { return len(ad.calls) }
+func (ad *admission) callsInFlight() int { return ad.concurrency - ad.calls.freePlaces() }
 
 // spawnIdle is how long a goroutine that finished a request waits for the
 // next before it exits.

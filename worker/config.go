@@ -52,8 +52,10 @@ type Config struct {
 	Bucket   string // KV bucket of outcomes; send counters go to Bucket+"_limits"
 	Replicas int    // replicas of the stream and buckets it creates, 1
 
-	Concurrency     int           // HTTP calls to iDenfy in flight per process, both intakes; twice as many requests are admitted
-	RateLimit       RateLimit     // upstream calls per process
+	Concurrency     int           // HTTP calls to iDenfy in flight per process, both intakes; twice as many requests are admitted per intake
+	RateLimit       RateLimit     // upstream calls of the whole deployment (every worker on Bucket); zero: none
+	Breaker         Breaker       // the deployment's circuit breaker toward iDenfy, DefaultBreaker; Off disables
+	BreakerProbe    time.Duration // while the breaker is open, one call of the deployment per this interval, DefaultBreakerProbe
 	RetryMaxElapsed time.Duration // backoff budget of one request
 	JobMaxAge       time.Duration // older jobs fail with expired
 	ResultTTL       time.Duration // how long outcomes are remembered, at least MinResultTTL
@@ -118,6 +120,12 @@ func (c Config) Validate() error {
 	if c.ResultTTL < MinResultTTL {
 		bad("ResultTTL", "%v is shorter than %v: claims live in the same bucket and must outlive a call", c.ResultTTL, MinResultTTL)
 	}
+	if b := c.Breaker; !b.Off && b.N != 0 && (b.N < 1 || b.Window < time.Second) {
+		bad("Breaker", "%v is not a positive count per at least 1s", b)
+	}
+	if c.BreakerProbe != 0 && c.BreakerProbe < time.Second {
+		bad("BreakerProbe", "%v is shorter than 1s", c.BreakerProbe)
+	}
 	if c.RateLimit.N < 0 || (c.RateLimit.N > 0 && c.RateLimit.Per <= 0) {
 		bad("RateLimit", "%v is not a positive count per positive duration", c.RateLimit)
 	}
@@ -174,6 +182,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.Breaker.N == 0 && !c.Breaker.Off {
+		c.Breaker = DefaultBreaker
+	}
+	if c.BreakerProbe == 0 {
+		c.BreakerProbe = DefaultBreakerProbe
 	}
 }
 

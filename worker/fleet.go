@@ -95,7 +95,7 @@ func newFleet(kv jetstream.KeyValue, nc *nats.Conn, id string, rate RateLimit, b
 		probe = DefaultBreakerProbe
 	}
 	f := &fleet{
-		kv: kv, b: newBucket(nc, kv), id: id, clock: clock, log: log, br: br, probe: probe,
+		id: id, clock: clock, log: log, br: br, probe: probe,
 		closedCh: make(chan struct{}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "idenfy_worker_breaker_refused_total",
@@ -115,19 +115,33 @@ func newFleet(kv jetstream.KeyValue, nc *nats.Conn, id string, rate RateLimit, b
 	if rate.N > 0 {
 		f.lim = newFleetLimiter(f, rate)
 	}
+	if kv != nil {
+		f.attach(nc, kv)
+	}
 	return f
+}
+
+// attach gives the fleet its bucket, once the worker has opened it.
+func (f *fleet) attach(nc *nats.Conn, kv jetstream.KeyValue) {
+	f.kv, f.b = kv, newBucket(nc, kv)
 }
 
 // start loads the fleet's state and keeps it up to date until stop.
 func (f *fleet) start(ctx context.Context) error {
+	if f.ctx.Err() != nil {
+		// Stopped after a failed start: it may start again.
+		f.ctx, f.cancel = context.WithCancel(context.Background())
+	}
 	w, err := f.kv.WatchAll(f.ctx)
 	if err != nil {
+		f.cancel()
 		return fmt.Errorf("worker: watching KV bucket %s: %w", f.kv.Bucket(), err)
 	}
 	for loaded := false; !loaded; {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
+				f.cancel()
 				return fmt.Errorf("worker: watching KV bucket %s: the watch ended", f.kv.Bucket())
 			}
 			if loaded = e == nil; !loaded {
@@ -135,6 +149,7 @@ func (f *fleet) start(ctx context.Context) error {
 			}
 		case <-ctx.Done():
 			_ = w.Stop()
+			f.cancel()
 			return fmt.Errorf("worker: loading KV bucket %s: %w", f.kv.Bucket(), ctx.Err())
 		}
 	}
@@ -152,24 +167,38 @@ func (f *fleet) start(ctx context.Context) error {
 // return errFleetStopped. Tokens leased and not used are forfeited.
 func (f *fleet) stop() {
 	f.cancel()
-	if f.watcher != nil {
-		_ = f.watcher.Stop()
-	}
 	f.done.Wait()
 }
 
+// watch applies updates until stop. Should the watch end on its own (its
+// consumer lost with a server), it is set up again; a new watch starts with
+// every value, so the copy catches up.
 func (f *fleet) watch() {
 	defer f.done.Done()
+	w := f.watcher
 	for {
 		select {
-		case e, ok := <-f.watcher.Updates():
-			if !ok {
-				return
+		case e, ok := <-w.Updates():
+			if ok {
+				if e != nil {
+					f.applyEntry(e)
+				}
+				continue
 			}
-			if e != nil {
-				f.applyEntry(e)
+			for {
+				f.log.Warn().Str("bucket", f.kv.Bucket()).Msg("the watch of the fleet's state ended; setting it up again")
+				select {
+				case <-time.After(time.Second):
+				case <-f.ctx.Done():
+					return
+				}
+				var err error
+				if w, err = f.kv.WatchAll(f.ctx); err == nil {
+					break
+				}
 			}
 		case <-f.ctx.Done():
+			_ = w.Stop()
 			return
 		}
 	}
@@ -316,9 +345,7 @@ func (e *fleetRefusal) Error() string {
 
 // retryAfterSeconds is RetryAfter for error.retry_after: whole seconds,
 // rounded up, at least 1.
-func (e *fleetRefusal) retryAfterSeconds() int {
-	return max(1, int((e.RetryAfter+time.Second-1)/time.Second))
-}
+func (e *fleetRefusal) retryAfterSeconds() int { return wholeSeconds(e.RetryAfter) }
 
 // errFleetStopped: admit was waiting when the fleet stopped.
 var errFleetStopped = errors.New("worker: stopping")

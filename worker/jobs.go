@@ -49,6 +49,10 @@ func (j *jobIntake) run() {
 		backoff.WithMaxElapsedTime(0),
 	)
 	for !w.stopping() {
+		if w.fleet.open() {
+			j.waitBreaker()
+			continue
+		}
 		j.mu.Lock()
 		cons := j.cons
 		j.mu.Unlock()
@@ -67,12 +71,17 @@ func (j *jobIntake) run() {
 			j.iter = iter
 			j.mu.Unlock()
 			j.consuming.Store(true)
+			stopWatch := j.drainWhenBreakerOpens(iter)
 			err = j.consume(iter)
+			opened := stopWatch()
 			j.consuming.Store(false)
 			if w.stopping() {
 				return
 			}
 			retry.Reset()
+			if opened {
+				continue
+			}
 		}
 		w.log.Warn().Err(err).Msg("jobs consumer interrupted; setting it up again")
 		select {
@@ -93,6 +102,87 @@ func (j *jobIntake) run() {
 	}
 }
 
+// drainWhenBreakerOpens stops pulling from iter once the fleet's breaker
+// opens: the jobs already pulled are worked on (they wait in the worker for
+// the breaker, their deliveries kept alive), the rest stay in the stream.
+// stop ends the watch and reports whether it drained iter.
+func (j *jobIntake) drainWhenBreakerOpens(iter jetstream.MessagesContext) (stop func() bool) {
+	done := make(chan struct{})
+	var drained atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(breakerPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if j.w.fleet.open() {
+				drained.Store(true)
+				iter.Drain()
+				return
+			}
+		}
+	})
+	return func() bool {
+		close(done)
+		wg.Wait()
+		return drained.Load()
+	}
+}
+
+// breakerPoll is how often the jobs intake looks at the fleet's breaker.
+const breakerPoll = 100 * time.Millisecond
+
+// waitBreaker leaves the jobs in the stream while the fleet's breaker is
+// open, so that they spend no deliveries. Someone must probe iDenfy,
+// though: each probe interval, when no job of this process already waits
+// for the breaker, it takes one job, which tries for the fleet's probe. It
+// returns once the breaker closes, or at shutdown.
+func (j *jobIntake) waitBreaker() {
+	w := j.w
+	w.log.Info().Msg("the fleet's circuit breaker is open: jobs stay in the stream")
+	// Leaving jobs in the stream is serving: the worker stays ready.
+	j.consuming.Store(true)
+	defer j.consuming.Store(false)
+	for w.fleet.open() && !w.stopping() {
+		if w.breakerWaits.Load() == 0 {
+			j.fetchOne()
+		}
+		select {
+		case <-w.fleet.breakerClosed():
+		case <-time.After(w.cfg.BreakerProbe):
+		case <-w.soft.Done():
+		}
+	}
+}
+
+// fetchOne takes one job from the stream, if there is one, and works on it.
+func (j *jobIntake) fetchOne() {
+	w := j.w
+	j.mu.Lock()
+	cons := j.cons
+	j.mu.Unlock()
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		w.log.Debug().Err(err).Msg("fetching a job to probe iDenfy with failed")
+		return
+	}
+	for msg := range batch.Messages() {
+		place := w.admission.enter(w.soft.Done(), intakeJob)
+		if place == nil {
+			_ = msg.Nak()
+			continue
+		}
+		w.admission.spawn(func() {
+			defer place.leave()
+			j.process(msg, place)
+		})
+	}
+}
+
 // consume admits each job into the worker. It waits for room only once it
 // holds a job: room held while waiting for the next job is room that
 // requests cannot use. The pull batch bounds how far jobs are pulled ahead.
@@ -107,7 +197,7 @@ func (j *jobIntake) consume(iter jetstream.MessagesContext) error {
 			}
 			return err
 		}
-		place := w.admission.enter(w.soft.Done())
+		place := w.admission.enter(w.soft.Done(), intakeJob)
 		if place == nil {
 			_ = msg.Nak()
 			handBackBuffered(iter)

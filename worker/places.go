@@ -77,3 +77,10 @@ func (p *places) waiting() int {
 	defer p.mu.Unlock()
 	return len(p.interactive) + len(p.jobs)
 }
+
+// freePlaces is how many places are free.
+func (p *places) freePlaces() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.free
+}

@@ -28,6 +28,9 @@ func startedWorker(t *testing.T, cfg Config) (*Worker, *nats.Conn, *idenfytest.S
 	}
 	t.Cleanup(nc.Close)
 	cfg.Conn, cfg.HashKey, cfg.DisableJobs = nc, []byte("k"), true
+	if cfg.Breaker == (Breaker{}) {
+		cfg.Breaker = Breaker{Off: true}
+	}
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
 	cfg.Client = sim.Client()
 	w, err := New(cfg)
@@ -81,7 +84,7 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 	intake := newJobIntake(w, cons, created)
 	var got []messages.SendResult
 	for delivery := 1; delivery <= 2; delivery++ {
-		place := w.admission.enter(w.soft.Done())
+		place := w.admission.enter(w.soft.Done(), intakeJob)
 		intake.process(msg, place)
 		place.leave()
 		m, err := results.NextMsg(10 * time.Second)
@@ -103,45 +106,30 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 }
 
 // WORKER_RATE_LIMIT holds calls back: at one call an hour, a second send
-// waits for its turn (iDenfy sees one call) until shutdown answers it.
-func TestRateLimitHoldsCallsBack(t *testing.T) {
+// gets no turn within its retry budget, and is answered rate_limited at once
+// with when to ask again; iDenfy sees one call.
+func TestRateLimitAnswersRateLimited(t *testing.T) {
 	w, nc, sim := startedWorker(t, Config{RateLimit: RateLimit{N: 1, Per: time.Hour}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	send := func(phone string) *nats.Msg {
+	send := func(phone string) messages.SendResult {
 		data, _ := json.Marshal(messages.SendRequest{PhoneNumber: phone})
 		m, err := nc.RequestWithContext(ctx, w.subj.Send, data)
 		if err != nil {
-			t.Errorf("send to %s: %v", phone, err)
+			t.Fatalf("send: %v", err)
 		}
-		return m
-	}
-	if m := send("+12025550163"); m == nil || !json.Valid(m.Data) {
-		t.Fatal("first send unanswered")
-	}
-	waitTasks := func(n int) {
-		deadline := time.Now().Add(20 * time.Second)
-		for w.admission.tasks.count() != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d requests in the worker, want %d", w.admission.tasks.count(), n)
-			}
-			time.Sleep(5 * time.Millisecond)
+		var r messages.SendResult
+		if err := json.Unmarshal(m.Data, &r); err != nil {
+			t.Fatal(err)
 		}
+		return r
 	}
-	waitTasks(0) // the first is done
-	second := make(chan *nats.Msg, 1)
-	go func() { second <- send("+12025550164") }()
-	waitTasks(1) // the second is in, waiting for its turn
-	if n := sim.Stats().SendSMS; n != 1 {
-		t.Errorf("iDenfy got %d sends while the second waits, want 1", n)
+	if r := send("+12025550163"); r.Status != messages.StatusSent {
+		t.Fatalf("first send = %+v, want sent", r)
 	}
-	if err := w.Shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	m := <-second
-	var r messages.SendResult
-	if m == nil || json.Unmarshal(m.Data, &r) != nil || r.Error == nil || r.Error.Code != messages.CodeShuttingDown {
-		t.Errorf("the held-back send was answered %v, want shutting_down", m)
+	r := send("+12025550164")
+	if r.Error == nil || r.Error.Code != messages.CodeRateLimited || !r.Error.Retryable || r.Error.RetryAfter < 60 || r.Attempts != 0 {
+		t.Errorf("second send = %+v, want rate_limited with a retry_after of most of an hour and no attempt", r)
 	}
 	if n := sim.Stats().SendSMS; n != 1 {
 		t.Errorf("iDenfy got %d sends in all, want 1", n)

@@ -74,57 +74,119 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 	)
 	policy := &retryAfterBackOff{ExponentialBackOff: exp}
 
-	var last error
+	interactive := t.intake == intakeRequest
+	budget, cancel := w.turnBudget(soft, t)
+	defer cancel()
+	var last, refused error
+	// A 429 without Retry-After pauses the fleet for the backoff's next
+	// delay, which notify learns.
+	var pause429 *turn
 	op := func() error {
 		if err := soft.Err(); err != nil {
 			return backoff.Permanent(err) // stopping: no new attempt
 		}
-		if err := w.waitRate(soft); err != nil {
+		tn, err := w.admitTurn(budget, t)
+		if err != nil {
+			refused = err
 			return backoff.Permanent(err)
 		}
-		if err := w.admission.acquireCall(soft); err != nil {
+		if err := w.admission.acquireCall(soft, interactive); err != nil {
+			w.fleet.report(tn, outcomeAbandoned, 0)
 			return backoff.Permanent(err)
 		}
 		if a.first.IsZero() {
 			a.first = w.clock.Now()
 		}
 		start := time.Now() // a measurement, not policy: always the wall clock
-		err := call(hard)
+		err = call(hard)
 		took := time.Since(start)
 		w.admission.releaseCall()
 		a.count++
 		a.last = w.clock.Now()
 		a.upstream += took
 		w.metrics.upstreamCall(t.op, err, took)
+		var retryAfter time.Duration
+		var ae *idenfy.APIError
+		if errors.As(err, &ae) && ae.RetryAfter > 0 {
+			retryAfter = ae.RetryAfter
+			policy.retryAfter = ae.RetryAfter
+		}
+		if oc := callOutcomeOf(err); oc == outcomeRateLimited && retryAfter == 0 {
+			pause429 = &tn
+		} else {
+			w.fleet.report(tn, oc, retryAfter)
+		}
 		if err == nil {
 			return nil
 		}
-		last = err
+		last, refused = err, nil
 		if idenfy.Ambiguous(err) {
 			a.ambiguous = true
 		}
 		if !retryable(err) {
 			return backoff.Permanent(err)
 		}
-		var ae *idenfy.APIError
-		if errors.As(err, &ae) && ae.RetryAfter > 0 {
-			policy.retryAfter = ae.RetryAfter
-		}
 		return err
 	}
 	notify := func(err error, wait time.Duration) {
+		if pause429 != nil {
+			w.fleet.report(*pause429, outcomeRateLimited, wait)
+			pause429 = nil
+		}
 		w.metrics.retried(t.op)
 		t.logger().Debug().Err(err).Int("attempt", a.count).Str("wait", wait.String()).Msg("retrying the iDenfy call")
 	}
 	err := backoff.RetryNotifyWithTimer(op, backoff.WithContext(policy, soft), notify, &clockTimer{clock: w.clock})
-	if err == nil {
-		return nil
+	if pause429 != nil {
+		w.fleet.report(*pause429, outcomeRateLimited, 0)
 	}
-	if last == nil {
-		// No attempt was made: the rate-limit wait was cut short.
+	switch {
+	case err == nil:
+		return nil
+	case refused != nil:
+		// The fleet refused the last attempt (a pause, the breaker, no
+		// turn of the rate limit within the budget): that is the answer,
+		// with when to ask again; earlier attempts stay counted in a.
+		return refused
+	case last == nil:
 		return err
 	}
 	return last
+}
+
+// turnBudget bounds how long a task waits for a turn of the fleet: a
+// request its retry budget, a job until it passes the job max age (its
+// delivery is kept alive meanwhile, so it waits in the worker, not by
+// spending deliveries).
+func (w *Worker) turnBudget(soft context.Context, t *task) (context.Context, context.CancelFunc) {
+	if t.job != nil {
+		return context.WithDeadline(soft, t.job.published.Add(w.cfg.JobMaxAge))
+	}
+	return context.WithTimeout(soft, w.cfg.RetryMaxElapsed)
+}
+
+// admitTurn asks the fleet for a turn. A job waits out an open breaker
+// rather than failing, trying for the fleet's probe each time one is due,
+// until the breaker closes or its budget ends.
+func (w *Worker) admitTurn(ctx context.Context, t *task) (turn, error) {
+	for {
+		tn, err := w.fleet.admit(ctx, t.intake == intakeRequest)
+		var r *fleetRefusal
+		if t.job == nil || !errors.As(err, &r) || r.Reason != refusedBreakerOpen {
+			return tn, err
+		}
+		w.breakerWaits.Add(1)
+		// Wall time: the breaker's state comes over the network.
+		select {
+		case <-w.fleet.breakerClosed():
+		case <-time.After(r.RetryAfter):
+		case <-ctx.Done():
+		}
+		w.breakerWaits.Add(-1)
+		if ctx.Err() != nil {
+			return turn{}, refusalOf(ctx, refusedBreakerOpen, r.RetryAfter)
+		}
+	}
 }
 
 // retryable reports whether an attempt's error is worth another attempt:
@@ -157,6 +219,10 @@ func contractError(err error, a *attempts) *messages.Error {
 	if errors.As(err, &me) {
 		return me
 	}
+	var fr *fleetRefusal
+	if errors.As(err, &fr) {
+		return fr.contractError()
+	}
 	over := a.summary()
 	var ae *idenfy.APIError
 	switch {
@@ -167,7 +233,12 @@ func contractError(err error, a *attempts) *messages.Error {
 	case errors.Is(err, idenfy.ErrQuotaExhausted):
 		return messages.NewError(messages.CodeQuotaExhausted, "iDenfy has no credits or funds left for this account")
 	case errors.Is(err, idenfy.ErrRateLimited):
-		return messages.NewError(messages.CodeRateLimited, "iDenfy answered 429 (too many requests) "+over)
+		e := messages.NewError(messages.CodeRateLimited, "iDenfy answered 429 (too many requests) "+over)
+		e.RetryAfter = 1
+		if errors.As(err, &ae) && ae.RetryAfter > 0 {
+			e.RetryAfter = wholeSeconds(ae.RetryAfter)
+		}
+		return e
 	case errors.Is(err, idenfy.ErrServerError):
 		errors.As(err, &ae)
 		return messages.NewError(messages.CodeUpstreamUnavailable, fmt.Sprintf("iDenfy answered %d %s", ae.Status, over))
@@ -202,10 +273,20 @@ func (a *attempts) summary() string {
 	return fmt.Sprintf("on %d attempts over %s", a.count, a.last.Sub(a.first).Round(100*time.Millisecond))
 }
 
-// waitRate waits for the process's upstream rate limit.
-func (w *Worker) waitRate(ctx context.Context) error {
-	if w.limiter == nil {
-		return nil
+// contractError is the answer to a call the fleet refused, with when to ask
+// again.
+func (e *fleetRefusal) contractError() *messages.Error {
+	code := messages.CodeRateLimited
+	if e.Reason == refusedBreakerOpen {
+		code = messages.CodeUpstreamUnavailable
 	}
-	return w.limiter.Wait(ctx)
+	me := messages.NewError(code, e.Error())
+	me.RetryAfter = e.retryAfterSeconds()
+	return me
+}
+
+// wholeSeconds rounds d up to whole seconds, at least 1, for
+// error.retry_after.
+func wholeSeconds(d time.Duration) int {
+	return max(1, int((d+time.Second-1)/time.Second))
 }

@@ -54,7 +54,7 @@ func (w *Worker) serveRequest(op operation, req micro.Request) {
 		w.answerRequest(t, shuttingDown(t, attempts{}), req, "", start)
 		return
 	}
-	if t.slot = w.admission.enter(w.soft.Done()); t.slot == nil {
+	if t.slot = w.admission.enter(w.soft.Done(), intakeRequest); t.slot == nil {
 		w.answerRequest(t, shuttingDown(t, attempts{}), req, "", start)
 		return
 	}

@@ -21,8 +21,9 @@ const (
 	minMaxAckPending = 1000
 )
 
-// ensureBuckets opens the outcome bucket, and the limits and ranges
-// buckets of the guard's layers that are on, creating them when missing.
+// ensureBuckets opens the outcome bucket, the fleet's bucket, and the
+// limits and ranges buckets of the guard's layers that are on, creating
+// them when missing.
 func (w *Worker) ensureBuckets(ctx context.Context) error {
 	kv, err := w.ensureBucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      w.cfg.Bucket,
@@ -36,6 +37,11 @@ func (w *Worker) ensureBuckets(ctx context.Context) error {
 		return err
 	}
 	w.claims = newClaims(newBucket(w.nc, kv), w.hash, w.id, w.lease, w.clock, w.metrics)
+	fleet, err := w.ensureBucket(ctx, fleetBucketConfig(w.cfg.Bucket, w.cfg.Replicas))
+	if err != nil {
+		return err
+	}
+	w.fleet.attach(w.nc, fleet)
 	if w.guard.ranges != nil {
 		ranges, err := w.ensureBucket(ctx, rangesBucketConfig(w.cfg.Bucket, w.cfg.Replicas, w.cfg.PumpingGuard))
 		if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
-	"golang.org/x/time/rate"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/messages"
@@ -38,12 +37,15 @@ type Worker struct {
 	lease  time.Duration
 	// jobRetryBase is the first pause of a job handed back to retry later.
 	jobRetryBase time.Duration
-	limiter      *rate.Limiter
 	hash         *hasher
 	metrics      *metrics
 	admission    *admission
 	claims       *claims // set by Start
 	guard        *guard
+	fleet        *fleet
+	// breakerWaits counts the jobs waiting in this process for the fleet's
+	// breaker to close (see admitTurn).
+	breakerWaits atomic.Int64
 
 	// soft ends when shutdown starts: stop taking work, stop waiting
 	// between attempts. hard ends when the shutdown timeout passes: cut
@@ -84,9 +86,6 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 			return nil, err
 		}
 	}
-	if cfg.RateLimit.N > 0 {
-		w.limiter = rate.NewLimiter(rate.Every(cfg.RateLimit.Per/time.Duration(cfg.RateLimit.N)), 1)
-	}
 	var err error
 	w.js, err = jetstream.New(cfg.Conn)
 	if err != nil {
@@ -98,8 +97,10 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 	w.guard = &guard{countries: cfg.AllowedCountries, blocked: cfg.BlockedNumberTypes, limits: cfg.SendLimits,
 		hash: w.hash, clock: w.clock, metrics: w.metrics,
 		ranges: newRangeGuard(nil, cfg.PumpingGuard, w.hash.sum, w.clock, cfg.Logger)}
+	w.fleet = newFleet(nil, w.nc, w.id, cfg.RateLimit, cfg.Breaker, cfg.BreakerProbe, w.clock, cfg.Logger)
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(w.guard.ranges.collectors()...)
+		cfg.Registerer.MustRegister(w.fleet.collectors()...)
 	}
 	w.soft, w.stopSoft = context.WithCancel(context.Background())
 	w.hard, w.stopHard = context.WithCancel(context.Background())
@@ -150,6 +151,10 @@ func (w *Worker) Start(ctx context.Context) (err error) {
 		return fmt.Errorf("worker: pumping guard: %w", err)
 	}
 	undo = append(undo, w.guard.ranges.stop)
+	if err := w.fleet.start(ctx); err != nil {
+		return err
+	}
+	undo = append(undo, w.fleet.stop)
 	var cons jetstream.Consumer
 	var created time.Time
 	if !w.cfg.DisableJobs {
@@ -230,8 +235,9 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	done := w.admission.tasks.close()
 	timer := time.NewTimer(w.cfg.ShutdownTimeout)
 	defer timer.Stop()
-	// The pumping guard's watch ends with the last request, before the
-	// caller drains the connection.
+	// The watches of the pumping guard and the fleet end with the last
+	// request, before the caller drains the connection.
+	defer w.fleet.stop()
 	defer w.guard.ranges.stop()
 	select {
 	case <-done:

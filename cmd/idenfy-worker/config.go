@@ -44,6 +44,8 @@ type config struct {
 	Replicas       int
 	Concurrency    int
 	RateLimit      worker.RateLimit
+	Breaker        worker.Breaker
+	BreakerProbe   time.Duration
 	RetryMax       time.Duration
 	JobMaxAge      time.Duration
 	ResultTTL      time.Duration
@@ -103,7 +105,11 @@ var envVars = []envVar{
 		parse: intVar(func(c *config) *int { return &c.Replicas })},
 	{name: "WORKER_CONCURRENCY", def: strconv.Itoa(worker.DefaultConcurrency), field: "Concurrency", meaning: "HTTP calls to iDenfy in flight per process",
 		parse: intVar(func(c *config) *int { return &c.Concurrency })},
-	{name: "WORKER_RATE_LIMIT", unset: "unset (none)", field: "RateLimit", meaning: "upstream calls per process, e.g. 10000/1h or 20/s", parse: parseRateLimit},
+	{name: "WORKER_RATE_LIMIT", unset: "unset (none)", field: "RateLimit", meaning: "upstream calls of the whole deployment (every worker on the same bucket), e.g. 10000/1h or 20/s", parse: parseRateLimit},
+	{name: "WORKER_BREAKER", def: worker.DefaultBreaker.String(), field: "Breaker",
+		meaning: "circuit breaker of the deployment: opens after N unavailable answers in a row within the window; off disables", parse: parseBreaker},
+	{name: "WORKER_BREAKER_PROBE", def: formatDuration(worker.DefaultBreakerProbe), field: "BreakerProbe",
+		meaning: "while the breaker is open, one call of the deployment per this interval tries iDenfy", parse: parseBreakerProbe},
 	{name: "WORKER_RETRY_MAX_ELAPSED", def: formatDuration(worker.DefaultRetryMaxElapsed), field: "RetryMaxElapsed", meaning: "backoff budget of one request",
 		parse: durationVar(func(c *config) *time.Duration { return &c.RetryMax })},
 	{name: "WORKER_JOB_MAX_AGE", def: formatDuration(worker.DefaultJobMaxAge), field: "JobMaxAge", meaning: "older jobs fail with expired",
@@ -373,6 +379,22 @@ func parseSendLimits(e *env, v envVar, c *config) {
 	s := e.str(v.name, v.def)
 	var err error
 	if c.SendLimits, err = worker.ParseSendLimits(s); err != nil {
+		e.fail(v.name, s, err.Error())
+	}
+}
+
+func parseBreaker(e *env, v envVar, c *config) {
+	s := e.str(v.name, v.def)
+	var err error
+	if c.Breaker, err = worker.ParseBreaker(s); err != nil {
+		e.fail(v.name, s, err.Error())
+	}
+}
+
+func parseBreakerProbe(e *env, v envVar, c *config) {
+	s := e.str(v.name, v.def)
+	var err error
+	if c.BreakerProbe, err = worker.ParseBreakerProbe(s); err != nil {
 		e.fail(v.name, s, err.Error())
 	}
 }

@@ -119,6 +119,8 @@ func defaultConfig() config {
 		SendLimits:  []worker.SendLimit{{Count: 3, Window: 10 * time.Minute}, {Count: 10, Window: 24 * time.Hour}},
 		// The contract's defaults, written out.
 		BlockedTypes: []string{"premium_rate", "shared_cost", "uan", "pager", "voicemail"},
+		Breaker:      worker.Breaker{N: 5, Window: 10 * time.Second},
+		BreakerProbe: 5 * time.Second,
 		PumpingGuard: worker.PumpingGuard{N: 20, Window: time.Hour},
 		MetricsAddr:  ":9464",
 		LogLevel:     zerolog.InfoLevel,
@@ -236,6 +238,12 @@ func validConfigCases(f testFiles) []validConfigCase {
 			func(c *config) {
 				c.SendLimits = []worker.SendLimit{{Count: 2, Window: time.Minute}, {Count: 20, Window: 7 * 24 * time.Hour}}
 			}},
+		{"WORKER_BREAKER off", map[string]string{"WORKER_BREAKER": "off"},
+			func(c *config) { c.Breaker = worker.Breaker{Off: true} }},
+		{"WORKER_BREAKER 3/30s", map[string]string{"WORKER_BREAKER": "3/30s"},
+			func(c *config) { c.Breaker = worker.Breaker{N: 3, Window: 30 * time.Second} }},
+		{"WORKER_BREAKER_PROBE 2s", map[string]string{"WORKER_BREAKER_PROBE": "2s"},
+			func(c *config) { c.BreakerProbe = 2 * time.Second }},
 		{"WORKER_BLOCKED_NUMBER_TYPES none", map[string]string{"WORKER_BLOCKED_NUMBER_TYPES": "none"},
 			func(c *config) { c.BlockedTypes = nil }},
 		{"WORKER_BLOCKED_NUMBER_TYPES with unknown", map[string]string{"WORKER_BLOCKED_NUMBER_TYPES": "Premium_Rate, unknown"},
@@ -358,6 +366,8 @@ func invalidConfigCases(f testFiles) []invalidConfigCase {
 		{"WORKER_SEND_LIMITS without window", map[string]string{"WORKER_SEND_LIMITS": "3"}, "WORKER_SEND_LIMITS", "COUNT/DURATION"},
 		{"WORKER_SEND_LIMITS zero", map[string]string{"WORKER_SEND_LIMITS": "0/10m"}, "WORKER_SEND_LIMITS", "positive whole number"},
 		{"WORKER_SEND_LIMITS second bad", map[string]string{"WORKER_SEND_LIMITS": "3/10m,x"}, "WORKER_SEND_LIMITS", "COUNT/DURATION"},
+		{"WORKER_BREAKER without window", map[string]string{"WORKER_BREAKER": "5"}, "WORKER_BREAKER", "COUNT/DURATION"},
+		{"WORKER_BREAKER_PROBE too short", map[string]string{"WORKER_BREAKER_PROBE": "100ms"}, "WORKER_BREAKER_PROBE", "1s"},
 		{"WORKER_BLOCKED_NUMBER_TYPES misspelt", map[string]string{"WORKER_BLOCKED_NUMBER_TYPES": "premium"}, "WORKER_BLOCKED_NUMBER_TYPES", "not a number type"},
 		{"WORKER_PUMPING_GUARD without window", map[string]string{"WORKER_PUMPING_GUARD": "20"}, "WORKER_PUMPING_GUARD", "COUNT/DURATION"},
 		{"WORKER_PUMPING_GUARD too large", map[string]string{"WORKER_PUMPING_GUARD": "5000/1h"}, "WORKER_PUMPING_GUARD", "1000"},

@@ -265,6 +265,8 @@ func logConfig(log zerolog.Logger, c config) {
 		Int("replicas", c.Replicas).
 		Int("concurrency", c.Concurrency).
 		Str("rate_limit", c.RateLimit.String()).
+		Str("breaker", c.Breaker.String()).
+		Str("breaker_probe", formatDuration(c.BreakerProbe)).
 		Str("retry_max_elapsed", formatDuration(c.RetryMax)).
 		Str("job_max_age", formatDuration(c.JobMaxAge)).
 		Str("result_ttl", formatDuration(c.ResultTTL)).
