@@ -47,6 +47,28 @@ func WaitFor(tb testing.TB, limit time.Duration, what string, cond func() bool) 
 		if time.Now().After(deadline) {
 			tb.Fatalf("proctest: waited %v for %s", limit, what)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(pollInterval)
 	}
 }
+
+// Await is WaitFor for a condition that can say why it does not hold yet:
+// check returns nil once it holds, and the test fails with its last error.
+func Await(tb testing.TB, limit time.Duration, what string, check func() error) {
+	tb.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("proctest: waited %v for %s: %v", limit, what, err)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// pollInterval is how often a condition is checked: often enough that a
+// test stops waiting soon after, seldom enough that a server polled for
+// its health does not fill its log with failed checks.
+const pollInterval = 50 * time.Millisecond
