@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,8 +28,8 @@ import (
 func TestMain(m *testing.M) { proctest.Main(m) }
 
 const (
-	// resultsStream is the results stream's default name (README,
-	// "Configuration": WORKER_RESULTS_STREAM).
+	// resultsStream is the default name of the stream that keeps every
+	// result event.
 	resultsStream = "IDENFY_PHONE_RESULTS"
 	// startLimit bounds the waits for processes to serve; recoveryLimit
 	// the wait, from the kills, for every job to have its result. They only
@@ -172,7 +173,7 @@ func TestKillServerAndWorkerMidBatch(t *testing.T) {
 }
 
 // ensureResultsStream creates the results stream as the worker does
-// (README, "Results are durable"): the worker creates it itself when it is
+// (README, "Results for observers"): the worker creates it itself when it is
 // missing; creating it here only makes the test independent of which
 // worker starts first and of when the worker's own creation lands.
 func ensureResultsStream(t *testing.T, js jetstream.JetStream, subj messages.Subjects) {
@@ -195,7 +196,7 @@ func ensureResultsStream(t *testing.T, js jetstream.JetStream, subj messages.Sub
 
 // keepResultsLeaderOff has the results stream led by another server than
 // the one to be killed. Results are core NATS publishes until the worker
-// awaits a JetStream ack for each (README, "Results are durable"): a
+// awaits a JetStream ack for each (README, "Results for observers"): a
 // leader killed before replicating one would lose it with nobody told.
 func keepResultsLeaderOff(t *testing.T, nc *nats.Conn, js jetstream.JetStream, victim string) {
 	t.Helper()
@@ -218,8 +219,9 @@ type workerProc struct {
 }
 
 // workerEnv is a worker's whole environment: every server of the cluster,
-// replicas 3, the simulator, no send limits (the jobs share number ranges
-// and would meet the anti-pumping limits), and warnings only in the log.
+// replicas 3, the simulator, no send limits nor pumping guard (the jobs'
+// numbers share ranges, and none is ever verified), and warnings only in
+// the log.
 func workerEnv(natsURLs, idenfyURL string, concurrency int) []string {
 	return []string{
 		"NATS_URL=" + natsURLs,
@@ -240,7 +242,7 @@ func workerEnv(natsURLs, idenfyURL string, concurrency int) []string {
 func startWorker(t *testing.T, bin, name string, env []string) *workerProc {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", proctest.FreePorts(t, 1)[0])
-	p := proctest.Start(t, proctest.Command{Name: name, Path: bin, Env: append(env, "METRICS_ADDR="+addr)})
+	p := proctest.Start(t, proctest.Command{Name: name, Path: bin, Env: slices.Concat(env, []string{"METRICS_ADDR=" + addr})})
 	return &workerProc{Process: p, metrics: addr}
 }
 
