@@ -79,7 +79,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 			ClusterPort: ports[n+i],
 			MonitorPort: ports[2*n+i],
 		}
-		node.StoreDir = filepath.Join(dir, node.Name, "jetstream")
+		node.StoreDir = filepath.Join(dir, node.Name)
 		conf := filepath.Join(dir, node.Name+".conf")
 		if err := os.WriteFile(conf, []byte(node.config(routes)), 0o600); err != nil {
 			tb.Fatal(err)

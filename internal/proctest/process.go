@@ -93,13 +93,6 @@ func (p *Process) start() error {
 // Name is the process's name from its Command.
 func (p *Process) Name() string { return p.cmd.Name }
 
-// Pid is the process id of the current run.
-func (p *Process) Pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.run.Process.Pid
-}
-
 // Exited is closed when the current run has ended.
 func (p *Process) Exited() <-chan struct{} {
 	p.mu.Lock()
@@ -196,7 +189,8 @@ func (p *Process) signalGroup(sig syscall.Signal) {
 
 // cleanup kills what is left and, when the test failed, shows the log.
 // The group is signalled even when the process has exited: a child it
-// left behind is killed too.
+// left behind is killed too (Linux reuses no pid while it names a process
+// group, so the signal reaches that group or nobody).
 func (p *Process) cleanup() {
 	p.signalGroup(syscall.SIGKILL)
 	select {
