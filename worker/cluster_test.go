@@ -163,13 +163,14 @@ func TestClusterNodeLossMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Results are captured in a stream of their own, replicated like
+	// The results stream as an operator may create it: R3, like
 	// everything else.
 	createStream(t, js, jetstream.StreamConfig{
-		Name:     "TEST_RESULTS",
-		Subjects: []string{subj.ResultsSend, subj.ResultsVerify},
-		Storage:  jetstream.FileStorage,
-		Replicas: 3,
+		Name:       worker.DefaultResultsStream,
+		Subjects:   []string{subj.Results},
+		Storage:    jetstream.FileStorage,
+		Replicas:   3,
+		Duplicates: 10 * time.Minute,
 	})
 	// The jobs stream and consumer as an operator may create them: R3, and
 	// a short ack wait, so that a job whose ack died with the node comes
@@ -204,7 +205,7 @@ func TestClusterNodeLossMidBatch(t *testing.T) {
 		victimName = streamLeader(js, worker.DefaultStream, worker.DefaultConsumer)
 		return victimName != ""
 	})
-	moveLeader(t, nc, js, "TEST_RESULTS", victimName)
+	moveLeader(t, nc, js, worker.DefaultResultsStream, victimName)
 	var victim *server.Server
 	others := make([]*server.Server, 0, 2)
 	for _, ns := range servers {
@@ -301,10 +302,10 @@ func TestClusterNodeLossMidBatch(t *testing.T) {
 	}
 	waitFor(t, "every job to be acked", func() bool { return streamMsgs(t, jobStream) == 0 })
 	waitFor(t, "a result for every job to be captured", func() bool {
-		s, err := sjs.Stream(context.Background(), "TEST_RESULTS")
+		s, err := sjs.Stream(context.Background(), worker.DefaultResultsStream)
 		return err == nil && s.CachedInfo().State.Msgs >= jobs
 	})
-	byID := readResults(t, sjs, "TEST_RESULTS")
+	byID := readResults(t, sjs, worker.DefaultResultsStream)
 	for i := range jobs {
 		rs := byID[fmt.Sprint("job-", i)]
 		if len(rs) == 0 {

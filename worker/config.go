@@ -26,7 +26,13 @@ const (
 	DefaultJobMaxAge       = 5 * time.Minute
 	DefaultResultTTL       = 15 * time.Minute
 	DefaultShutdownTimeout = 30 * time.Second
+	DefaultResultsStream   = "IDENFY_PHONE_RESULTS"
+	DefaultResultsMaxAge   = 24 * time.Hour
 )
+
+// ResultsStreamOff as Config.ResultsStream publishes result events with
+// core NATS only, stored nowhere.
+const ResultsStreamOff = "off"
 
 // MinResultTTL is the shortest Config.ResultTTL: claims live in the same
 // bucket, and a shorter life would let one vanish under a call in progress.
@@ -50,7 +56,14 @@ type Config struct {
 	Stream   string // jobs stream, DefaultStream
 	Consumer string // durable consumer of the stream, DefaultConsumer
 	Bucket   string // KV bucket of outcomes; send counters go to Bucket+"_limits"
-	Replicas int    // replicas of the stream and buckets it creates, 1
+	Replicas int    // replicas of the streams and buckets it creates, 1
+
+	// ResultsStream stores every result event, DefaultResultsStream;
+	// ResultsStreamOff publishes them with core NATS only.
+	ResultsStream string
+	// ResultsMaxAge is how long the results stream keeps an event,
+	// DefaultResultsMaxAge.
+	ResultsMaxAge time.Duration
 
 	Concurrency     int           // HTTP calls to iDenfy in flight per process, both intakes; twice as many requests are admitted per intake
 	RateLimit       RateLimit     // upstream calls of the whole deployment (every worker on Bucket); zero: none
@@ -109,6 +122,15 @@ func (c Config) Validate() error {
 	}
 	if c.Concurrency < 1 {
 		bad("Concurrency", "%d is not positive", c.Concurrency)
+	}
+	if c.ResultsStream != ResultsStreamOff && !validStreamName(c.ResultsStream) {
+		bad("ResultsStream", "%q is not a stream name: no whitespace, '.', '*', '>', '/' or '\\'", c.ResultsStream)
+	}
+	if c.ResultsStream == c.Stream {
+		bad("ResultsStream", "%q is also the jobs stream", c.ResultsStream)
+	}
+	if c.ResultsMaxAge < time.Minute {
+		bad("ResultsMaxAge", "%v is shorter than 1m", c.ResultsMaxAge)
 	}
 	for field, d := range map[string]time.Duration{
 		"RetryMaxElapsed": c.RetryMaxElapsed, "JobMaxAge": c.JobMaxAge, "ShutdownTimeout": c.ShutdownTimeout,
@@ -182,6 +204,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.ResultsStream == "" {
+		c.ResultsStream = DefaultResultsStream
+	}
+	if c.ResultsMaxAge == 0 {
+		c.ResultsMaxAge = DefaultResultsMaxAge
 	}
 	if c.Breaker.N == 0 && !c.Breaker.Off {
 		c.Breaker = DefaultBreaker
@@ -393,4 +421,9 @@ func formatWindow(d time.Duration) string {
 		return fmt.Sprintf("%dm", d/time.Minute)
 	}
 	return d.String()
+}
+
+// validStreamName reports whether JetStream takes name as a stream name.
+func validStreamName(name string) bool {
+	return name != "" && len(name) <= 255 && !strings.ContainsAny(name, " \t\r\n.*>/\\")
 }

@@ -129,7 +129,10 @@ func verifiedResult(req messages.VerifyRequest, attempts int) messages.VerifyRes
 	}
 }
 
-// failedCall turns the last error of a failed call into an outcome.
+// failedCall turns the last error of a failed call into an outcome. A
+// verify whose attempt may have been accepted upstream cannot be trusted:
+// outcome_unknown. A send that never got an answer has none to distrust:
+// it keeps the code of its cause, with possible_duplicate (see failed).
 func (w *Worker) failedCall(soft context.Context, t *task, a attempts, err error) *outcome {
 	e := contractError(err, &a)
 	permanent := e.Code == messages.CodeUnauthorized || e.Code == messages.CodeQuotaExhausted
@@ -142,10 +145,9 @@ func (w *Worker) failedCall(soft context.Context, t *task, a attempts, err error
 	case soft.Err() != nil && w.stopping():
 		return shuttingDown(t, a)
 	case a.ambiguous && t.op == opSend:
-		e = messages.NewError(messages.CodeOutcomeUnknown,
-			"iDenfy may have texted the user, but its answer was lost ("+e.Message+"); a new send texts again")
-		// Asking again does help a send: it texts a new code.
-		e.Retryable = true
+		// The cause stays the answer (an outage is an outage); the result
+		// says possible_duplicate, and asking again texts a new code.
+		e.Message += "; an attempt may have reached iDenfy, so the user may have been texted"
 	case a.ambiguous:
 		e = messages.NewError(messages.CodeOutcomeUnknown,
 			"an attempt may have been accepted by iDenfy and its answer lost ("+e.Message+"); send a new code")

@@ -290,8 +290,10 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 		if e != nil {
 			reason = e.Message
 		}
+		recorded := o.recorded
 		o = failed(t, o.a, messages.NewError(messages.CodeUpstreamUnavailable,
 			"the job reached its last delivery ("+strconv.FormatUint(d.delivered, 10)+") without an answer: "+reason))
+		o.recorded = recorded
 	}
 	if o.handBack {
 		j.handBack(t, o)
@@ -301,11 +303,21 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 }
 
 // answer publishes the result, then acks: a job is acked only once its
-// result is out. Should the ack be lost, the redelivery finds the stored
-// outcome and republishes it without calling iDenfy.
+// outcome is recorded and its result event stored. Should the ack be lost,
+// or the event not be stored, the redelivery finds the stored outcome and
+// publishes it again without calling iDenfy.
 func (j *jobIntake) answer(t *task, o *outcome, start time.Time) {
 	w := j.w
-	w.publishResult(t, o.encode(), t.job.replyTo)
+	err := w.publishResult(t, o.encode(), t.job.replyTo)
+	o.waitRecorded()
+	if err != nil {
+		delay := jobRetryDelay(t.job.retryBase, t.job.delivered)
+		if nerr := t.job.msg.NakWithDelay(delay); nerr != nil {
+			t.logger().Warn().Err(nerr).Msg("handing back a job whose result was not stored failed; it returns after its ack wait")
+		}
+		w.metrics.handedBack(t.op)
+		return
+	}
 	if err := t.job.msg.Ack(); err != nil {
 		t.logger().Warn().Err(err).Msg("acking the job failed; it will be redelivered and answered from the store")
 	}
@@ -313,6 +325,7 @@ func (j *jobIntake) answer(t *task, o *outcome, start time.Time) {
 }
 
 func (j *jobIntake) handBack(t *task, o *outcome) {
+	o.waitRecorded()
 	var err error
 	if o.delay > 0 {
 		err = t.job.msg.NakWithDelay(o.delay)

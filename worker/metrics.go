@@ -25,6 +25,7 @@ type metrics struct {
 	guard           *prometheus.CounterVec
 	handBacks       *prometheus.CounterVec
 	panics          *prometheus.CounterVec
+	eventsLost      *prometheus.CounterVec
 }
 
 func newMetrics(w *Worker, reg prometheus.Registerer) *metrics {
@@ -67,6 +68,10 @@ func newMetrics(w *Worker, reg prometheus.Registerer) *metrics {
 			Name: "idenfy_worker_jobs_handed_back_total",
 			Help: "Jobs returned to the stream to be delivered again (retry later, key busy, shutdown).",
 		}, []string{"operation"}),
+		eventsLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "idenfy_worker_result_events_failed_total",
+			Help: "Result events the results stream did not store within its budget: a job is handed back to publish it again, a request's event is lost to the stream (its caller was answered).",
+		}, []string{"operation"}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "idenfy_worker_panics_total",
 			Help: "Requests whose handling panicked; each was answered outcome_unknown and the worker went on.",
@@ -76,7 +81,7 @@ func newMetrics(w *Worker, reg prometheus.Registerer) *metrics {
 		return m
 	}
 	reg.MustRegister(m.outcomes, m.requestDuration, m.upstream, m.retries, m.poolWaits,
-		m.dedupHits, m.memoryHits, m.guard, m.handBacks, m.panics,
+		m.dedupHits, m.memoryHits, m.guard, m.handBacks, m.panics, m.eventsLost,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "idenfy_worker_in_flight",
 			Help: "Requests in this process, both intakes, from admission to answer.",
@@ -141,6 +146,7 @@ func (m *metrics) memoryHit()                  { m.memoryHits.Inc() }
 func (m *metrics) guardRejected(reason string) { m.guard.WithLabelValues(reason).Inc() }
 func (m *metrics) handedBack(op operation)     { m.handBacks.WithLabelValues(op.String()).Inc() }
 func (m *metrics) panicked(op operation)       { m.panics.WithLabelValues(op.String()).Inc() }
+func (m *metrics) eventLost(op operation)      { m.eventsLost.WithLabelValues(op.String()).Inc() }
 
 // pendingCollector asks the consumer for its counts at scrape time.
 type pendingCollector struct {

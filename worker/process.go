@@ -30,15 +30,36 @@ func (w *Worker) run(t *task) (o *outcome) {
 	if o != nil {
 		return o
 	}
-	defer unlock()
 	stop := w.claims.keep(c, t.logger(), t.job)
-	defer stop()
+	release := func() {
+		stop()
+		unlock()
+	}
+	defer func() {
+		if release != nil {
+			release()
+		}
+	}()
 	o = w.handle(soft, hard, t, c.rec)
 	if t.job != nil && !o.handBack {
 		o.delay, o.handBack = t.job.retryLater(o)
 	}
 	w.guard.settle(t, o)
-	w.claims.record(hard, t, c, o)
+	if t.job == nil {
+		w.claims.record(hard, t, c, o)
+		return o
+	}
+	// A job's result event is published while its outcome is recorded:
+	// the intake waits for both before it acks (see recorded).
+	recorded := make(chan struct{})
+	o.recorded = recorded
+	done := release
+	release = nil
+	go func() {
+		defer close(recorded)
+		defer done()
+		w.claims.record(hard, t, c, o)
+	}()
 	return o
 }
 

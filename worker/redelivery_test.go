@@ -100,6 +100,15 @@ func TestRedeliveredJobIsAnsweredFromTheStore(t *testing.T) {
 	if got[0].Status != messages.StatusSent || got[1] != got[0] {
 		t.Errorf("results = %+v then %+v, want the same sent result twice", got[0], got[1])
 	}
+	// The results stream keeps the outcome once: the republished event has
+	// the same Nats-Msg-Id.
+	rs, err := w.js.Stream(ctx, w.cfg.ResultsStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := rs.Info(ctx); err != nil || info.State.Msgs != 1 {
+		t.Errorf("results stream after a redelivery = %+v, %v; want 1 event", info, err)
+	}
 	if n := sim.Stats().SendSMS; n != 1 {
 		t.Errorf("iDenfy got %d sends, want 1", n)
 	}

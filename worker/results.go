@@ -1,26 +1,88 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"time"
 
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+
+	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
 // What both intakes do once a task has its outcome: publish the result
 // event, count it, and log the one line each request gets.
 
-// publishResult publishes a result on the results subject of its
-// operation, and on replyTo when set.
-func (w *Worker) publishResult(t *task, body []byte, replyTo string) {
-	subject := w.routes[t.op].results
-	if err := w.nc.Publish(subject, body); err != nil {
-		t.logger().Warn().Err(err).Str("subject", subject).Msg("publishing the result failed")
+// eventBudget bounds how long a result event waits for the results stream
+// to store it (a server failing over, a stream leader being elected).
+const eventBudget = 10 * time.Second
+
+// publishResult publishes the result event of t: on its operation's results
+// subject, stored in the results stream with its ack awaited (unless that
+// stream is off), and on replyTo when set (the caller's subject: a core
+// publish). It returns an error when the event could not be stored; a job
+// is then handed back instead of acked, so that its redelivery publishes
+// the stored outcome again.
+//
+// The event's Nats-Msg-Id is the same whenever the same outcome of the same
+// idempotency key is published again (a job redelivered after its ack was
+// lost, a duplicate answered from the store), so the stream keeps it once
+// and core observers can tell.
+func (w *Worker) publishResult(t *task, body []byte, replyTo string) error {
+	msg := &nats.Msg{Subject: w.routes[t.op].results, Data: body}
+	if t.key != "" {
+		msg.Header = nats.Header{messages.HeaderMsgID: []string{w.eventID(t, body)}}
+	}
+	var err error
+	if w.cfg.ResultsStream == ResultsStreamOff {
+		if err = w.nc.PublishMsg(msg); err != nil {
+			t.logger().Warn().Err(err).Str("subject", msg.Subject).Msg("publishing the result failed")
+		}
+	} else if err = w.storeEvent(msg); err != nil {
+		w.metrics.eventLost(t.op)
+		t.logger().Error().Err(err).Str("stream", w.cfg.ResultsStream).Msg("storing the result event failed")
 	}
 	if replyTo != "" {
+		// A denied Reply-To is reported by the server asynchronously, and
+		// logged by the connection's error handler with its subject.
 		if err := w.nc.Publish(replyTo, body); err != nil {
 			t.logger().Warn().Err(err).Str("subject", replyTo).Msg("publishing the result to Reply-To failed")
 		}
 	}
+	return err
+}
+
+// eventID is the Nats-Msg-Id of a result event: a keyed hash of the
+// idempotency key and the result, which holds the correlation_id, so that
+// the same outcome answered to another correlation_id is an event of its
+// own.
+func (w *Worker) eventID(t *task, body []byte) string {
+	return "result-" + w.hash.sum("event", t.op.String()+"\x00"+t.key+"\x00"+string(body))
+}
+
+// storeEvent publishes msg to the results stream and waits for its ack,
+// trying again for eventBudget while the stream does not answer.
+func (w *Worker) storeEvent(msg *nats.Msg) error {
+	b := backoff.WithContext(backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(time.Second),
+		backoff.WithMaxElapsedTime(eventBudget),
+	), w.hard)
+	return backoff.Retry(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+		defer cancel()
+		resp, err := w.nc.RequestMsgWithContext(ctx, msg)
+		if errors.Is(err, nats.ErrNoResponders) {
+			return errors.New("the results stream " + w.cfg.ResultsStream + " did not answer (no responders)")
+		}
+		if err != nil {
+			return err
+		}
+		_, err = parseAck(resp.Data)
+		return err
+	}, b)
 }
 
 // observe counts a task's outcome and logs it.

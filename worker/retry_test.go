@@ -120,18 +120,24 @@ func TestRetryTimeouts(t *testing.T) {
 		if err := h.sim.InjectFault(idenfytest.Fault{Latency: "1h"}); err != nil {
 			t.Fatal(err)
 		}
+		// A send that timed out keeps its cause and says possible_duplicate;
+		// a verify's false after it could not be trusted: outcome_unknown.
 		for _, tt := range []struct {
 			op        string
 			req       any
+			code      messages.Code
 			retryable bool
 		}{
-			{"send", messages.SendRequest{PhoneNumber: usPhone}, true},
-			{"verify", messages.VerifyRequest{RequestID: unknownReqID, ReceivedCode: "1234"}, false},
+			{"send", messages.SendRequest{PhoneNumber: usPhone}, messages.CodeUpstreamUnavailable, true},
+			{"verify", messages.VerifyRequest{RequestID: unknownReqID, ReceivedCode: "1234"}, messages.CodeOutcomeUnknown, false},
 		} {
 			before := h.calls(tt.op)
 			got := h.ask(tt.op, tt.req, nil)
 			calls := h.calls(tt.op) - before
-			checkFailed(t, tt.op+" timing out", got, messages.CodeOutcomeUnknown, tt.retryable)
+			checkFailed(t, tt.op+" timing out", got, tt.code, tt.retryable)
+			if tt.op == "send" && !got.send.PossibleDuplicate {
+				t.Errorf("send timing out = %v, want possible_duplicate", got)
+			}
 			if got.attempts() < 2 || int64(got.attempts()) != calls {
 				t.Errorf("%s timing out = %v with %d upstream calls, want more than 1 attempt, each a call", tt.op, got, calls)
 			}

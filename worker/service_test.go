@@ -292,6 +292,7 @@ func TestUpstreamErrors(t *testing.T) {
 		wantRetryable bool
 		retried       bool   // several calls, else exactly one
 		wantMessage   string // part of the error message
+		wantDup       bool   // a send's possible_duplicate
 	}{
 		{name: "send 401", op: "send", faults: []idenfytest.Fault{{Status: 401}}, wantCode: messages.CodeUnauthorized, wantMessage: "HTTP 401"},
 		{name: "send 403", op: "send", faults: []idenfytest.Fault{{Status: 403}}, wantCode: messages.CodeUnauthorized, wantMessage: "HTTP 403"},
@@ -308,18 +309,20 @@ func TestUpstreamErrors(t *testing.T) {
 		{name: "send 503 past the budget", op: "send", faults: []idenfytest.Fault{{Status: 503, Count: many}},
 			wantCode: messages.CodeUpstreamUnavailable, wantRetryable: true, retried: true, wantMessage: "503"},
 		// 500, 502, 504 and dropped connections may have been processed: a
-		// send that never got an answer may have texted the user. Asking
-		// again texts a new code, so it is worth it.
+		// send that never got an answer may have texted the user. It keeps
+		// the code of its cause and says possible_duplicate (wantDup).
 		{name: "send 500 past the budget", op: "send", faults: []idenfytest.Fault{{Status: 500, Count: many}},
-			wantCode: messages.CodeOutcomeUnknown, wantRetryable: true, retried: true, wantMessage: "500"},
+			wantCode: messages.CodeUpstreamUnavailable, wantRetryable: true, retried: true, wantMessage: "500", wantDup: true},
 		{name: "send 502 past the budget", op: "send", faults: []idenfytest.Fault{{Status: 502, Count: many}},
-			wantCode: messages.CodeOutcomeUnknown, wantRetryable: true, retried: true},
+			wantCode: messages.CodeUpstreamUnavailable, wantRetryable: true, retried: true, wantDup: true},
 		{name: "send 504 past the budget", op: "send", faults: []idenfytest.Fault{{Status: 504, Count: many}},
-			wantCode: messages.CodeOutcomeUnknown, wantRetryable: true, retried: true},
+			wantCode: messages.CodeUpstreamUnavailable, wantRetryable: true, retried: true, wantDup: true},
 		{name: "send dropped connections past the budget", op: "send", faults: []idenfytest.Fault{{Drop: many}},
-			wantCode: messages.CodeOutcomeUnknown, wantRetryable: true, retried: true},
+			wantCode: messages.CodeUpstreamUnavailable, wantRetryable: true, retried: true, wantDup: true},
 		{name: "send ambiguous attempt then 400", op: "send", faults: []idenfytest.Fault{{Status: 502}, {Status: 400}},
-			wantCode: messages.CodeOutcomeUnknown, wantRetryable: true, retried: true, wantMessage: "BAD_VALUE"},
+			wantCode: messages.CodeUpstreamRejected, retried: true, wantMessage: "BAD_VALUE", wantDup: true},
+		{name: "send 503 is not ambiguous", op: "send", faults: []idenfytest.Fault{{Status: 503}, {Status: 400}},
+			wantCode: messages.CodeUpstreamRejected, retried: true, wantMessage: "BAD_VALUE"},
 
 		{name: "verify 401", op: "verify", faults: []idenfytest.Fault{{Status: 401}}, wantCode: messages.CodeUnauthorized},
 		{name: "verify 403", op: "verify", faults: []idenfytest.Fault{{Status: 403}}, wantCode: messages.CodeUnauthorized},
@@ -369,6 +372,9 @@ func TestUpstreamErrors(t *testing.T) {
 			}
 			if e := got.err(); e != nil && !strings.Contains(e.Message, tt.wantMessage) {
 				t.Errorf("%s: message %q, want it to contain %q", what, e.Message, tt.wantMessage)
+			}
+			if tt.op == "send" && got.send.PossibleDuplicate != tt.wantDup {
+				t.Errorf("%s = %v: possible_duplicate %v, want %v", what, got, got.send.PossibleDuplicate, tt.wantDup)
 			}
 		})
 	}

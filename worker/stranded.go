@@ -76,7 +76,11 @@ func (w *Worker) answerStranded(adv deliveriesExceeded) {
 		key: jobKey(raw.Header, w.cfg.Stream, stream.CachedInfo().Created, adv.StreamSeq)}
 	o := w.strandedOutcome(ctx, t, raw.Data, adv.Deliveries)
 	reply, _ := replyTo(raw.Header)
-	w.publishResult(t, o.encode(), reply)
+	if err := w.publishResult(t, o.encode(), reply); err != nil {
+		// Kept in the stream, unanswered but not lost, for an operator.
+		t.logger().Error().Uint64("stream_seq", adv.StreamSeq).Msg("a job that used up its deliveries stays in the stream: its result could not be stored")
+		return
+	}
 	if err := stream.DeleteMsg(ctx, adv.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		t.logger().Warn().Err(err).Msg("removing a stranded job failed")
 	}

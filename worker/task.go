@@ -210,6 +210,16 @@ type outcome struct {
 	// delivered again after delay, instead of answering it.
 	handBack bool
 	delay    time.Duration
+	// recorded, when not nil, is closed once the outcome is stored under
+	// the task's key: a job is acked or handed back only then.
+	recorded <-chan struct{}
+}
+
+// waitRecorded returns once the outcome is stored under its key.
+func (o *outcome) waitRecorded() {
+	if o.recorded != nil {
+		<-o.recorded
+	}
 }
 
 func (o *outcome) status() messages.Status {
@@ -258,13 +268,17 @@ func decodeOutcome(op operation, data []byte) (*outcome, error) {
 	return o, err
 }
 
-// failed returns the failed outcome of t with e.
+// failed returns the failed outcome of t with e. A send keeps the code of
+// its cause; possible_duplicate says when an attempt may have reached
+// iDenfy.
 func failed(t *task, a attempts, e *messages.Error) *outcome {
 	o := &outcome{op: t.op, a: a}
 	if t.op == opVerify {
 		o.verify = messages.FailedVerify(t.verify.RequestID, t.verify.CorrelationID, a.count, e)
 	} else {
 		o.send = messages.FailedSend(t.send.CorrelationID, a.count, e)
+		// The user may hold an SMS this failure does not account for.
+		o.send.PossibleDuplicate = a.ambiguous
 	}
 	return o
 }

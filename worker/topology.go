@@ -92,6 +92,51 @@ func (w *Worker) ensureBucket(ctx context.Context, cfg jetstream.KeyValueConfig)
 	return kv, nil
 }
 
+// resultsDedupWindow is how long the results stream remembers an event's
+// Nats-Msg-Id: a job whose ack was lost is redelivered within its ack wait
+// and republishes the same event, which the stream then keeps once.
+const resultsDedupWindow = 10 * time.Minute
+
+// ensureResults opens the results stream, creating it when missing. An
+// existing one is used as it is.
+func (w *Worker) ensureResults(ctx context.Context) error {
+	if w.cfg.ResultsStream == ResultsStreamOff {
+		return nil
+	}
+	stream, err := w.js.Stream(ctx, w.cfg.ResultsStream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = w.js.CreateStream(ctx, jetstream.StreamConfig{
+			Name:        w.cfg.ResultsStream,
+			Description: "idenfy-worker result events of both intakes, for observers",
+			Subjects:    []string{w.subj.Results},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			Replicas:    w.cfg.Replicas,
+			MaxAge:      w.cfg.ResultsMaxAge,
+			Duplicates:  resultsDedupWindow,
+		})
+		if err == nil {
+			w.log.Info().Str("stream", w.cfg.ResultsStream).Str("subjects", w.subj.Results).
+				Str("max_age", w.cfg.ResultsMaxAge.String()).Int("replicas", w.cfg.Replicas).Msg("created results stream")
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return fmt.Errorf("worker: creating stream %s: %w", w.cfg.ResultsStream, err)
+		}
+		stream, err = w.js.Stream(ctx, w.cfg.ResultsStream)
+	}
+	if err != nil {
+		return fmt.Errorf("worker: opening stream %s: %w", w.cfg.ResultsStream, err)
+	}
+	cfg := stream.CachedInfo().Config
+	if !slices.Contains(cfg.Subjects, w.subj.Results) &&
+		!(slices.Contains(cfg.Subjects, w.subj.ResultsSend) && slices.Contains(cfg.Subjects, w.subj.ResultsVerify)) {
+		w.log.Warn().Str("stream", w.cfg.ResultsStream).Strs("subjects", cfg.Subjects).Str("want", w.subj.Results).
+			Msg("existing results stream may not capture the result subjects; using it as it is")
+	}
+	return nil
+}
+
 // ensureJobs opens the jobs stream and its durable consumer, creating them
 // when missing. created is when the stream was made: a job without a
 // Nats-Msg-Id is keyed by its sequence in this stream, and a stream made

@@ -147,6 +147,9 @@ func (w *Worker) Start(ctx context.Context) (err error) {
 	if err := w.ensureBuckets(ctx); err != nil {
 		return noJetStream(err)
 	}
+	if err := w.ensureResults(ctx); err != nil {
+		return noJetStream(err)
+	}
 	if err := w.guard.ranges.start(ctx); err != nil {
 		return fmt.Errorf("worker: pumping guard: %w", err)
 	}

@@ -40,6 +40,8 @@ type config struct {
 	H2C            bool
 	Prefix         string
 	Stream         string
+	ResultsStream  string
+	ResultsMaxAge  time.Duration
 	Bucket         string
 	Replicas       int
 	Concurrency    int
@@ -100,6 +102,12 @@ var envVars = []envVar{
 	{name: "WORKER_SUBJECT_PREFIX", def: messages.DefaultPrefix, field: "Prefix", meaning: "subject prefix P: P.send, P.verify, P.jobs.send, P.results.send...",
 		parse: strVar(func(c *config) *string { return &c.Prefix })},
 	{name: "WORKER_STREAM", def: worker.DefaultStream, field: "Stream", meaning: "JetStream stream of jobs", parse: parseStream},
+	{name: "WORKER_RESULTS_STREAM", def: worker.DefaultResultsStream, field: "ResultsStream",
+		meaning: "JetStream stream keeping every result event for observers; off: core publish only",
+		parse:   strVar(func(c *config) *string { return &c.ResultsStream })},
+	{name: "WORKER_RESULTS_MAX_AGE", def: formatDuration(worker.DefaultResultsMaxAge), field: "ResultsMaxAge",
+		meaning: "how long the results stream keeps a result (when the worker creates it)",
+		parse:   durationVar(func(c *config) *time.Duration { return &c.ResultsMaxAge })},
 	{name: "WORKER_KV_BUCKET", def: worker.DefaultBucket, field: "Bucket", meaning: "KV bucket of outcomes; send counters go to <bucket>_limits", parse: parseBucket},
 	{name: "WORKER_REPLICAS", def: "1", field: "Replicas", meaning: "replicas of the stream and buckets the worker creates (3 in a cluster)",
 		parse: intVar(func(c *config) *int { return &c.Replicas })},
@@ -547,10 +555,14 @@ func (c config) workerConfig() worker.Config {
 		HashKey:            c.HashKey,
 		Prefix:             c.Prefix,
 		Stream:             c.Stream,
+		ResultsStream:      c.ResultsStream,
+		ResultsMaxAge:      c.ResultsMaxAge,
 		Bucket:             c.Bucket,
 		Replicas:           c.Replicas,
 		Concurrency:        c.Concurrency,
 		RateLimit:          c.RateLimit,
+		Breaker:            c.Breaker,
+		BreakerProbe:       c.BreakerProbe,
 		RetryMaxElapsed:    c.RetryMax,
 		JobMaxAge:          c.JobMaxAge,
 		ResultTTL:          c.ResultTTL,

@@ -209,6 +209,7 @@ func startPermissionsRun(t *testing.T, d deployment, prepare func(js jetstream.J
 	r.sim = idenfytest.NewServer(t, idenfytest.WithCredentials(testAPIKey, testAPISecret))
 	env := workerEnv(natsURLAs(r.ns, d.workerUser, d.workerPassword), r.sim.URL)
 	env["WORKER_SUBJECT_PREFIX"], env["WORKER_STREAM"], env["WORKER_KV_BUCKET"] = d.prefix, d.stream, d.bucket
+	env["WORKER_RESULTS_STREAM"] = d.results
 	r.worker = startWorker(t, env)
 	waitStatus(t, r.worker.metrics+"/readyz", http.StatusOK)
 
