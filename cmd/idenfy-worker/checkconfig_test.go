@@ -74,6 +74,8 @@ func TestUnknownVars(t *testing.T) {
 	}{
 		{"known", []string{"NATS_URL", "IDENFY_API_KEY_FILE", "LOG_FORMAT"}, nil},
 		{"other prefixes", []string{"HOME", "PATH", "GOFLAGS"}, nil},
+		// compose gives the workers the NATS server's passwords, blanked.
+		{"the NATS server's", []string{"NATS_WORKER_PASSWORD", "NATS_SANDBOX_CALLER_PASSWORD"}, nil},
 		{"misspelt", []string{"WORKER_CONCURENCY"}, []string{"WORKER_CONCURENCY is not a variable idenfy-worker reads: did you mean WORKER_CONCURRENCY?"}},
 		{"misspelt level", []string{"LOG_LEVL"}, []string{"LOG_LEVL is not a variable idenfy-worker reads: did you mean LOG_LEVEL?"}},
 		{"another tool's", []string{"NATS_CONTEXT"}, []string{"NATS_CONTEXT is not a variable idenfy-worker reads (idenfy-worker help lists them)"}},

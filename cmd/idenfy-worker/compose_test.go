@@ -38,7 +38,7 @@ var natsConfigPath = filepath.Join(repoRoot, "deploy", "nats-server.conf")
 
 // natsPasswords stand in for the passwords of the NATS users, which
 // .env.example leaves empty and docker-compose.yml requires: variables of
-// .env for compose, not for the worker.
+// .env for compose, not for the worker (serverVars).
 var natsPasswords = map[string]string{
 	"NATS_WORKER_PASSWORD":         "w0rkerTestPassw0rd",
 	"NATS_CALLER_PASSWORD":         "ca11erTestPassw0rd",
@@ -652,5 +652,18 @@ func TestDockerfileHealthcheck(t *testing.T) {
 	}
 	if !strings.Contains(text, `ENTRYPOINT ["/usr/local/bin/idenfy-worker"]`) {
 		t.Error("the Dockerfile's ENTRYPOINT is not /usr/local/bin/idenfy-worker, which HEALTHCHECK runs")
+	}
+}
+
+// TestServerVarsAreTheNATSPasswords: the variables the worker keeps quiet
+// about are exactly the passwords compose gives the NATS server.
+func TestServerVarsAreTheNATSPasswords(t *testing.T) {
+	if len(serverVars) != len(natsPasswords) {
+		t.Fatalf("serverVars = %v, want the %d NATS passwords of compose", serverVars, len(natsPasswords))
+	}
+	for _, name := range serverVars {
+		if _, ok := natsPasswords[name]; !ok {
+			t.Errorf("serverVars has %s, which compose does not give the NATS server", name)
+		}
 	}
 }

@@ -574,6 +574,12 @@ func (c config) workerConfig() worker.Config {
 	}
 }
 
+// serverVars are variables of .env that docker-compose.yml gives the NATS
+// server (the passwords of its users, see "Permissions" in README.md), not
+// the worker: a worker that sees them in its environment (blanked) says
+// nothing of them.
+var serverVars = []string{"NATS_WORKER_PASSWORD", "NATS_CALLER_PASSWORD", "NATS_SANDBOX_WORKER_PASSWORD", "NATS_SANDBOX_CALLER_PASSWORD"}
+
 // varPrefixes are the prefixes of the worker's variables. Others use them
 // too (the nats CLI reads NATS_URL, NATS_CONTEXT...): an unknown one is
 // worth a warning, never a refusal.
@@ -586,7 +592,8 @@ var varPrefixes = []string{"NATS_", "IDENFY_", "WORKER_", "METRICS_", "LOG_"}
 func unknownVars(names []string) []string {
 	var warnings []string
 	for _, name := range slices.Sorted(slices.Values(names)) {
-		if _, ok := lookupVar(name); ok || !slices.ContainsFunc(varPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
+		if _, ok := lookupVar(name); ok || slices.Contains(serverVars, name) ||
+			!slices.ContainsFunc(varPrefixes, func(p string) bool { return strings.HasPrefix(name, p) }) {
 			continue
 		}
 		w := name + " is not a variable idenfy-worker reads (idenfy-worker help lists them)"

@@ -31,7 +31,10 @@ import (
 const (
 	firstStartInterval = 500 * time.Millisecond
 	maxStartInterval   = 30 * time.Second
-	startTimeout       = 15 * time.Second
+	// startTimeout bounds one try of Start. A JetStream request that goes
+	// unanswered (a stream's leader just died) is given up on sooner and
+	// tried again, which a new leader then answers.
+	startTimeout = 5 * time.Second
 )
 
 // lastConnError remembers why nats.go's last connection attempt failed:
