@@ -512,7 +512,7 @@ func (f *fleet) failed() {
 		return changed
 	}, func() {
 		if opened {
-			f.log.Warn().Int("failures", f.br.N).Dur("window", f.br.Window).Dur("probe_every", f.probe).
+			f.log.Warn().Int("failures", f.br.N).Str("window", f.br.Window.String()).Str("probe_every", f.probe.String()).
 				Msg("circuit breaker open: iDenfy is unavailable; every worker stops calling it but for one probe per interval")
 		}
 	})
@@ -541,7 +541,7 @@ func (f *fleet) probed(o callOutcome) {
 		if closed {
 			f.log.Info().Msg("circuit breaker closed: iDenfy answered the probe; every worker calls it again")
 		} else if o == outcomeUnavailable {
-			f.log.Info().Dur("next_probe_in", f.probe).Msg("circuit breaker stays open: the probe failed")
+			f.log.Info().Str("next_probe_in", f.probe.String()).Msg("circuit breaker stays open: the probe failed")
 		}
 	})
 }

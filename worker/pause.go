@@ -44,7 +44,7 @@ func (f *fleet) pauseFor(d time.Duration) {
 	case err != nil:
 		f.log.Warn().Err(err).Msg("pausing the fleet after a 429")
 	case wrote && started:
-		f.log.Warn().Dur("pause", d).Msg("iDenfy answered 429: every worker pauses its calls to iDenfy")
+		f.log.Warn().Str("pause", d.String()).Msg("iDenfy answered 429: every worker pauses its calls to iDenfy")
 	}
 }
 

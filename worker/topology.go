@@ -103,30 +103,18 @@ func (w *Worker) ensureResults(ctx context.Context) error {
 	if w.cfg.ResultsStream == ResultsStreamOff {
 		return nil
 	}
-	stream, err := w.js.Stream(ctx, w.cfg.ResultsStream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = w.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        w.cfg.ResultsStream,
-			Description: "idenfy-worker result events of both intakes, for observers",
-			Subjects:    []string{w.subj.Results},
-			Retention:   jetstream.LimitsPolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    w.cfg.Replicas,
-			MaxAge:      w.cfg.ResultsMaxAge,
-			Duplicates:  resultsDedupWindow,
-		})
-		if err == nil {
-			w.log.Info().Str("stream", w.cfg.ResultsStream).Str("subjects", w.subj.Results).
-				Str("max_age", w.cfg.ResultsMaxAge.String()).Int("replicas", w.cfg.Replicas).Msg("created results stream")
-			return nil
-		}
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return fmt.Errorf("worker: creating stream %s: %w", w.cfg.ResultsStream, err)
-		}
-		stream, err = w.js.Stream(ctx, w.cfg.ResultsStream)
-	}
+	stream, err := w.openStream(ctx, jetstream.StreamConfig{
+		Name:        w.cfg.ResultsStream,
+		Description: "idenfy-worker result events of both intakes, for observers",
+		Subjects:    []string{w.subj.Results},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    w.cfg.Replicas,
+		MaxAge:      w.cfg.ResultsMaxAge,
+		Duplicates:  resultsDedupWindow,
+	})
 	if err != nil {
-		return fmt.Errorf("worker: opening stream %s: %w", w.cfg.ResultsStream, err)
+		return err
 	}
 	cfg := stream.CachedInfo().Config
 	if !slices.Contains(cfg.Subjects, w.subj.Results) &&
@@ -135,6 +123,28 @@ func (w *Worker) ensureResults(ctx context.Context) error {
 			Msg("existing results stream may not capture the result subjects; using it as it is")
 	}
 	return nil
+}
+
+// openStream opens the stream of cfg, creating it with cfg when missing.
+// An existing one is used as it is: an operator may have tuned it.
+func (w *Worker) openStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	stream, err := w.js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		stream, err = w.js.CreateStream(ctx, cfg)
+		if err == nil {
+			w.log.Info().Str("stream", cfg.Name).Strs("subjects", cfg.Subjects).Int("replicas", cfg.Replicas).
+				Str("max_age", cfg.MaxAge.String()).Msg("created stream")
+			return stream, nil
+		}
+		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			return nil, fmt.Errorf("worker: creating stream %s: %w", cfg.Name, err)
+		}
+		stream, err = w.js.Stream(ctx, cfg.Name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("worker: opening stream %s: %w", cfg.Name, err)
+	}
+	return stream, nil
 }
 
 // ensureJobs opens the jobs stream and its durable consumer, creating them
@@ -150,29 +160,18 @@ func (w *Worker) ensureJobs(ctx context.Context) (cons jetstream.Consumer, creat
 }
 
 func (w *Worker) ensureStream(ctx context.Context) (time.Time, error) {
-	stream, err := w.js.Stream(ctx, w.cfg.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		stream, err = w.js.CreateStream(ctx, jetstream.StreamConfig{
-			Name:        w.cfg.Stream,
-			Description: "idenfy-worker durable send and verify jobs",
-			Subjects:    []string{w.subj.Jobs},
-			Retention:   jetstream.WorkQueuePolicy,
-			Storage:     jetstream.FileStorage,
-			Replicas:    w.cfg.Replicas,
-			Duplicates:  jobDedupWindow,
-			MaxMsgSize:  jobMaxMsgSize,
-		})
-		if err == nil {
-			w.log.Info().Str("stream", w.cfg.Stream).Str("subjects", w.subj.Jobs).Int("replicas", w.cfg.Replicas).Msg("created jobs stream")
-			return stream.CachedInfo().Created, nil
-		}
-		if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-			return time.Time{}, fmt.Errorf("worker: creating stream %s: %w", w.cfg.Stream, err)
-		}
-		stream, err = w.js.Stream(ctx, w.cfg.Stream)
-	}
+	stream, err := w.openStream(ctx, jetstream.StreamConfig{
+		Name:        w.cfg.Stream,
+		Description: "idenfy-worker durable send and verify jobs",
+		Subjects:    []string{w.subj.Jobs},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    w.cfg.Replicas,
+		Duplicates:  jobDedupWindow,
+		MaxMsgSize:  jobMaxMsgSize,
+	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("worker: opening stream %s: %w", w.cfg.Stream, err)
+		return time.Time{}, err
 	}
 	cfg := stream.CachedInfo().Config
 	if !slices.Contains(cfg.Subjects, w.subj.Jobs) &&
