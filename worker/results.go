@@ -7,6 +7,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/idenfy-worker/idenfy-worker/messages"
@@ -52,6 +53,43 @@ func (w *Worker) publishResult(t *task, body []byte, replyTo string) error {
 		}
 	}
 	return err
+}
+
+// publishAnswered publishes the result event of a request that its caller
+// has been answered: stored in the results stream without waiting for the
+// ack, so that neither micro's callback nor the request's slot waits for
+// the stream. An event the stream does not take within eventBudget is
+// logged and counted by the asynchronous publisher (see newEventPublisher).
+func (w *Worker) publishAnswered(t *task, body []byte) {
+	if w.cfg.ResultsStream == ResultsStreamOff {
+		_ = w.publishResult(t, body, "")
+		return
+	}
+	msg := &nats.Msg{Subject: w.routes[t.op].results, Data: body}
+	if t.key != "" {
+		msg.Header = nats.Header{messages.HeaderMsgID: []string{w.eventID(t, body)}}
+	}
+	if _, err := w.events.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second)); err != nil {
+		w.metrics.eventLost(t.op)
+		t.logger().Error().Err(err).Str("stream", w.cfg.ResultsStream).Msg("storing the result event failed")
+	}
+}
+
+// maxEventsPending bounds the request events published and not yet acked.
+const maxEventsPending = 4096
+
+// newEventPublisher is the JetStream context of publishAnswered: its
+// failures come back here, after the request was answered.
+func (w *Worker) newEventPublisher() (jetstream.JetStream, error) {
+	return jetstream.New(w.nc,
+		jetstream.WithPublishAsyncMaxPending(maxEventsPending),
+		jetstream.WithPublishAsyncTimeout(eventBudget),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, msg *nats.Msg, err error) {
+			op, _ := w.routes.resultsOp(msg.Subject)
+			w.metrics.eventLost(op)
+			w.log.Error().Err(err).Str("subject", msg.Subject).Str("stream", w.cfg.ResultsStream).
+				Msg("storing the result event of an answered request failed")
+		}))
 }
 
 // eventID is the Nats-Msg-Id of a result event: a keyed hash of the

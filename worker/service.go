@@ -98,7 +98,7 @@ func (w *Worker) answerRequest(t *task, o *outcome, req micro.Request, reply str
 	if err != nil {
 		t.logger().Warn().Err(err).Msg("replying failed")
 	}
-	w.publishResult(t, body, "")
+	w.publishAnswered(t, body)
 	elapsed := time.Since(start)
 	w.stats[t.op].record(elapsed, e != nil)
 	w.observe(t, o, elapsed)

@@ -63,6 +63,16 @@ func (r *routes) jobOp(subject string) (operation, bool) {
 	return 0, false
 }
 
+// resultsOp returns the operation of a results subject.
+func (r *routes) resultsOp(subject string) (operation, bool) {
+	for op, rt := range r {
+		if rt.results == subject {
+			return operation(op), true
+		}
+	}
+	return 0, false
+}
+
 // endpointOp returns the operation of a micro endpoint.
 func (r *routes) endpointOp(name string) operation {
 	if name == r[opVerify].endpoint {

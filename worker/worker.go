@@ -29,6 +29,7 @@ type Worker struct {
 	log    zerolog.Logger
 	nc     *nats.Conn
 	js     jetstream.JetStream
+	events jetstream.JetStream // publishes the events of answered requests (see publishAnswered)
 	client *idenfy.Client
 	subj   messages.Subjects
 	routes routes
@@ -89,6 +90,9 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 	var err error
 	w.js, err = jetstream.New(cfg.Conn)
 	if err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if w.events, err = w.newEventPublisher(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.routes = newRoutes(w.subj)
@@ -245,6 +249,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 	select {
 	case <-done:
 		w.stopHard()
+		w.awaitEvents()
 		w.log.Info().Msg("worker stopped")
 		return nil
 	case <-timer.C:
@@ -283,6 +288,16 @@ func (w *Worker) Ready(ctx context.Context) error {
 }
 
 func (w *Worker) stopping() bool { return w.soft.Err() != nil }
+
+// awaitEvents waits a little for the events of answered requests that the
+// results stream has not acked yet, so that a graceful stop loses none.
+func (w *Worker) awaitEvents() {
+	select {
+	case <-w.events.PublishAsyncComplete():
+	case <-time.After(5 * time.Second):
+		w.log.Warn().Int("pending", w.events.PublishAsyncPending()).Msg("stopping with result events the results stream has not acked")
+	}
+}
 
 // noJetStream names ErrNoJetStream when err says the server or the account
 // has no JetStream, which heals only on the server's side.

@@ -741,3 +741,21 @@ func TestValidateFieldsNameVariables(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkerConfigCarriesEverySetting: what the table parses reaches the
+// worker (the breaker once did not).
+func TestWorkerConfigCarriesEverySetting(t *testing.T) {
+	c, err := loadConfig(lookupFrom(testEnv(map[string]string{
+		"WORKER_BREAKER": "off", "WORKER_BREAKER_PROBE": "2s",
+		"WORKER_RESULTS_STREAM": "R", "WORKER_RESULTS_MAX_AGE": "2h",
+		"WORKER_PUMPING_GUARD": "5/1h", "WORKER_BLOCKED_NUMBER_TYPES": "pager",
+	})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc := c.workerConfig()
+	if !wc.Breaker.Off || wc.BreakerProbe != 2*time.Second || wc.ResultsStream != "R" || wc.ResultsMaxAge != 2*time.Hour ||
+		wc.PumpingGuard != (worker.PumpingGuard{N: 5, Window: time.Hour}) || len(wc.BlockedNumberTypes) != 1 {
+		t.Errorf("workerConfig() = %+v, want the breaker off with a 2s probe, results stream R for 2h, guard 5/1h, pager blocked", wc)
+	}
+}
