@@ -367,15 +367,8 @@ func TestFleetBreakerAcrossWorkers(t *testing.T) {
 		return a.metric("idenfy_worker_breaker_state") != 0 && b.metric("idenfy_worker_breaker_state") != 0
 	})
 	opened := time.Now()
-	wg.Wait()
-	froms := map[string]bool{}
-	for _, c := range log.snapshot() {
-		froms[c.from] = true
-	}
-	if !froms["a"] || !froms["b"] {
-		t.Errorf("the failures that opened the breaker came from %v, want both workers", froms)
-	}
-
+	// Asked at once, well before the first probe is due, a request is
+	// refused without a call.
 	refusedBefore := a.metric("idenfy_worker_breaker_refused_total")
 	res := a.send(messages.SendRequest{PhoneNumber: fleetPhone(2)}, nil)
 	if res.Error == nil || res.Error.Code != messages.CodeUpstreamUnavailable || res.Error.RetryAfter < 1 {
@@ -388,6 +381,14 @@ func TestFleetBreakerAcrossWorkers(t *testing.T) {
 	}
 	if got := a.metric("idenfy_worker_breaker_refused_total"); got <= refusedBefore {
 		t.Errorf("idenfy_worker_breaker_refused_total = %v after a refusal, want more than %v", got, refusedBefore)
+	}
+	wg.Wait()
+	froms := map[string]bool{}
+	for _, c := range log.snapshot() {
+		froms[c.from] = true
+	}
+	if !froms["a"] || !froms["b"] {
+		t.Errorf("the failures that opened the breaker came from %v, want both workers", froms)
 	}
 
 	const jobs = 20
