@@ -260,6 +260,8 @@ func (b *bench) outageRun(ctx context.Context, breaker string) (fleetOutageRun, 
 	}
 	// The outage begins after -warmup of load and lasts -outage; the load
 	// goes on for -duration after it.
+	// The outage's lines and the load's progress share stderr.
+	stderr := &lockedWriter{w: b.stderr}
 	var from, to time.Time
 	outage := make(chan struct{})
 	go func() {
@@ -271,9 +273,9 @@ func (b *bench) outageRun(ctx context.Context, breaker string) (fleetOutageRun, 
 		}
 		from = time.Now()
 		if err := e.sim.InjectFault(idenfytest.Fault{Status: http.StatusServiceUnavailable, Count: 1 << 30}); err != nil {
-			fmt.Fprintln(b.stderr, "  starting the outage:", err)
+			fmt.Fprintln(stderr, "  starting the outage:", err)
 		}
-		fmt.Fprintf(b.stderr, "  outage begins (WORKER_BREAKER=%s)\n", breaker)
+		fmt.Fprintf(stderr, "  outage begins (WORKER_BREAKER=%s)\n", breaker)
 		select {
 		case <-time.After(o.outage):
 		case <-ctx.Done():
@@ -284,9 +286,9 @@ func (b *bench) outageRun(ctx context.Context, breaker string) (fleetOutageRun, 
 			_ = e.sim.InjectFault(idenfytest.Fault{Latency: o.latency.String()})
 		}
 		to = time.Now()
-		fmt.Fprintln(b.stderr, "  outage ends")
+		fmt.Fprintln(stderr, "  outage ends")
 	}()
-	openLoop(ctx, o.rate, o.warmup+o.outage+o.duration, b.stderr, "requests, WORKER_BREAKER="+breaker, call)
+	openLoop(ctx, o.rate, o.warmup+o.outage+o.duration, stderr, "requests, WORKER_BREAKER="+breaker, call)
 	<-outage
 	if ctx.Err() != nil {
 		return run, ctx.Err()
@@ -317,6 +319,18 @@ func (b *bench) outageRun(ctx context.Context, breaker string) (fleetOutageRun, 
 		run.RecoveryMs = ms(recovered.Sub(to))
 	}
 	return run, nil
+}
+
+// lockedWriter serializes the writes of several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func encodeJSON(w io.Writer, v any) error {
