@@ -61,6 +61,18 @@ func runChild() error {
 	if err != nil {
 		return err
 	}
+	rate, err := worker.ParseRateLimit(os.Getenv("CHILD_RATE_LIMIT"))
+	if err != nil {
+		return err
+	}
+	breaker, err := worker.ParseBreaker(os.Getenv("CHILD_BREAKER"))
+	if err != nil {
+		return err
+	}
+	probe, err := worker.ParseBreakerProbe(os.Getenv("CHILD_BREAKER_PROBE"))
+	if err != nil {
+		return err
+	}
 	var opts []worker.Option
 	if v := os.Getenv("CHILD_LEASE"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -77,6 +89,9 @@ func runChild() error {
 		Concurrency:  concurrency,
 		SendLimits:   limits,
 		PumpingGuard: guard,
+		RateLimit:    rate,
+		Breaker:      breaker,
+		BreakerProbe: probe,
 	}, opts...)
 	if err != nil {
 		return err

@@ -34,7 +34,11 @@ type env struct {
 	subj    messages.Subjects
 }
 
-func newEnv(latency time.Duration) (*env, error) {
+func newEnv(latency time.Duration) (*env, error) { return newEnvWith(latency, nil) }
+
+// newEnvWith is newEnv with the simulator served through front, when not
+// nil: a handler that watches the vendor calls before they are answered.
+func newEnvWith(latency time.Duration, front func(http.Handler) http.Handler) (*env, error) {
 	e := &env{subj: messages.NewSubjects(messages.DefaultPrefix)}
 	var err error
 	if e.dir, err = os.MkdirTemp("", "idenfy-bench-*"); err != nil {
@@ -74,7 +78,11 @@ func newEnv(latency time.Duration) (*env, error) {
 		return nil, err
 	}
 	e.simURL = "http://" + ln.Addr().String()
-	e.simSrv = &http.Server{Handler: e.sim, ReadHeaderTimeout: 10 * time.Second, Protocols: idenfytest.ServerProtocols()}
+	var handler http.Handler = e.sim
+	if front != nil {
+		handler = front(e.sim)
+	}
+	e.simSrv = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, Protocols: idenfytest.ServerProtocols()}
 	go func() { _ = e.simSrv.Serve(ln) }()
 
 	if e.nc, err = nats.Connect(e.natsURL, nats.Name("idenfy-bench")); err != nil {

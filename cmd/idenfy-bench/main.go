@@ -13,6 +13,9 @@
 //	idenfy-bench [flags] jobs          a backlog of -jobs durable jobs, drained
 //	idenfy-bench [flags] floor         plain NATS: micro echo, JetStream publish, pull-consume-ack
 //	idenfy-bench [flags] targets       every target figure of the README, with -repeat runs each
+//	idenfy-bench [flags] fleet-limit   -workers processes under one WORKER_RATE_LIMIT (-limit) drain -jobs
+//	idenfy-bench [flags] fleet-outage  -workers processes, -rate requests/s, iDenfy answering 503 for -outage,
+//	                                   with WORKER_BREAKER=off and with its default
 //
 // It prints throughput, latency percentiles, upstream calls, the CPU seconds
 // and peak RSS of the process under test, and each figure beside its
@@ -33,6 +36,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/idenfy-worker/idenfy-worker/worker"
 )
 
 func main() {
@@ -84,6 +89,11 @@ type options struct {
 	verbose     bool
 	// workerEnv is added to the worker's environment, after the bench's own.
 	workerEnv envList
+	// The fleet scenarios: worker processes, their WORKER_RATE_LIMIT, and
+	// how long iDenfy is down.
+	workers int
+	limit   string
+	outage  time.Duration
 }
 
 // envList is a repeatable KEY=VALUE flag.
@@ -118,8 +128,11 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.verbose, "v", false, "print the output of the programs under test when they stop")
 	fs.BoolVar(&o.h2c, "h2c", true, "programs under test call the simulator over HTTP/2 (as over https), else HTTP/1.1")
 	fs.Var(&o.workerEnv, "worker-env", "KEY=VALUE added to the worker's environment, e.g. WORKER_PUMPING_GUARD=1000/1h (repeatable)")
+	fs.IntVar(&o.workers, "workers", 3, "fleet-limit, fleet-outage: worker processes")
+	fs.StringVar(&o.limit, "limit", "100/s", "fleet-limit: WORKER_RATE_LIMIT of the fleet")
+	fs.DurationVar(&o.outage, "outage", 10*time.Second, "fleet-outage: how long the simulator answers 503")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: idenfy-bench [flags] request|request-rate|jobs|floor|targets")
+		fmt.Fprintln(stderr, "usage: idenfy-bench [flags] request|request-rate|jobs|floor|targets|fleet-limit|fleet-outage")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -129,11 +142,25 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	if fs.NArg() > 0 {
 		o.scenario = fs.Arg(0)
 	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	lim, err := worker.ParseRateLimit(o.limit)
 	switch {
-	case !slices.Contains([]string{"request", "request-rate", "jobs", "floor", "targets"}, o.scenario):
+	case !slices.Contains([]string{"request", "request-rate", "jobs", "floor", "targets", "fleet-limit", "fleet-outage"}, o.scenario):
 		return o, fmt.Errorf("unknown scenario %q", o.scenario)
-	case o.concurrency < 1, o.requesters < 1, o.rate < 1, o.jobs < 2, o.repeat < 1, o.duration <= 0:
+	case o.concurrency < 1, o.requesters < 1, o.rate < 1, o.jobs < 2, o.repeat < 1, o.duration <= 0, o.workers < 1, o.outage <= 0:
 		return o, errors.New("counts, rates and durations must be positive")
+	case err != nil || lim.N == 0:
+		return o, fmt.Errorf("-limit %q is not a rate limit such as 100/s", o.limit)
+	}
+	// The defaults of -jobs and -rate suit one worker at full speed; a
+	// fleet under a limit drains 10s of it, and an outage gets a load its
+	// retries do not bury the machine under.
+	if o.scenario == "fleet-limit" && !set["jobs"] {
+		o.jobs = max(2, int(10*float64(lim.N)/lim.Per.Seconds()))
+	}
+	if o.scenario == "fleet-outage" && !set["rate"] {
+		o.rate = 50
 	}
 	return o, nil
 }
@@ -160,6 +187,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 
+	switch o.scenario {
+	case "fleet-limit":
+		return b.fleetLimit(ctx, stdout)
+	case "fleet-outage":
+		return b.fleetOutage(ctx, stdout)
+	}
 	var rep report
 	rep.Machine = machine()
 	switch o.scenario {

@@ -90,9 +90,56 @@ func TestParseRefusesNonsense(t *testing.T) {
 		{"-concurrency", "0", "request"},
 		{"-jobs", "1", "jobs"},
 		{"-duration", "0s", "request"},
+		{"-workers", "0", "fleet-limit"},
+		{"-limit", "fast", "fleet-limit"},
+		{"-outage", "0s", "fleet-outage"},
 	} {
 		if _, err := parse(args, &bytes.Buffer{}); err == nil {
 			t.Errorf("parse(%q) = nil error, want one", args)
 		}
 	}
+}
+
+// A short run of each fleet scenario: every job completes, every request
+// is answered, both breaker settings are measured. It asserts nothing
+// about speed.
+func TestFleetScenarios(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts worker processes")
+	}
+	bin := workerBin(t)
+	run1 := func(t *testing.T, args ...string) []byte {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		all := append([]string{"-worker-bin", bin, "-json", "-concurrency", "8", "-workers", "2"}, args...)
+		if err := run(ctx, all, &out, &errOut); err != nil {
+			t.Fatalf("run(%q) = %v\n%s", all, err, errOut.String())
+		}
+		return out.Bytes()
+	}
+	t.Run("fleet-limit", func(t *testing.T) {
+		var rep fleetLimitReport
+		if err := json.Unmarshal(run1(t, "-limit", "50/s", "-jobs", "100", "fleet-limit"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Completed != 100 || rep.Failed != 0 || rep.Calls < 100 || rep.MostIn1s == 0 {
+			t.Errorf("report = %+v, want 100 jobs completed, none failed, the calls counted", rep)
+		}
+	})
+	t.Run("fleet-outage", func(t *testing.T) {
+		var rep fleetOutageReport
+		if err := json.Unmarshal(run1(t, "-rate", "20", "-warmup", "500ms", "-outage", "1s", "-duration", "1s", "fleet-outage"), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Runs) != 2 || rep.Runs[0].Breaker != "off" || rep.Runs[1].Breaker != "5/10s" {
+			t.Fatalf("runs = %+v, want WORKER_BREAKER=off, then 5/10s", rep.Runs)
+		}
+		for _, r := range rep.Runs {
+			if r.OutageRequests == 0 || r.Requests == 0 {
+				t.Errorf("WORKER_BREAKER=%s: %+v, want requests during the outage", r.Breaker, r)
+			}
+		}
+	})
 }

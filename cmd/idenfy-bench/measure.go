@@ -22,8 +22,8 @@ const (
 )
 
 // startProgram starts a program under test against e and waits until it
-// serves.
-func (b *bench) startProgram(prog string, e *env, concurrency int) (*process, error) {
+// serves. extra is added to a worker's environment before -worker-env.
+func (b *bench) startProgram(prog string, e *env, concurrency int, extra ...string) (*process, error) {
 	ready, err := freePort()
 	if err != nil {
 		return nil, err
@@ -31,7 +31,7 @@ func (b *bench) startProgram(prog string, e *env, concurrency int) (*process, er
 	var p *process
 	switch prog {
 	case progWorker:
-		env := append(e.workerEnv(concurrency, ready, b.o.h2c), b.o.workerEnv...)
+		env := append(append(e.workerEnv(concurrency, ready, b.o.h2c), extra...), b.o.workerEnv...)
 		if b.o.pprofDir != "" {
 			env = append(env, "METRICS_PPROF=true")
 		}
