@@ -86,6 +86,9 @@ type claims struct {
 	lease   time.Duration
 	clock   Clock
 	metrics *metrics
+	// requestWait bounds how long a request waits for a key another task
+	// holds (its retry budget): its caller would not hear the answer later.
+	requestWait time.Duration
 
 	mu    sync.Mutex
 	local map[string]chan struct{} // keys a task of this process holds
@@ -94,9 +97,9 @@ type claims struct {
 	leases  map[*claim]*renewal
 }
 
-func newClaims(kv *bucket, h *hasher, owner string, lease time.Duration, clock Clock, m *metrics) *claims {
+func newClaims(kv *bucket, h *hasher, owner string, lease, requestWait time.Duration, clock Clock, m *metrics) *claims {
 	return &claims{
-		kv: kv, hash: h, owner: owner, lease: lease, clock: clock, metrics: m,
+		kv: kv, hash: h, owner: owner, lease: lease, requestWait: requestWait, clock: clock, metrics: m,
 		local:  make(map[string]chan struct{}),
 		leases: make(map[*claim]*renewal),
 	}
@@ -191,6 +194,11 @@ func (cl *claims) claimVerifyTurn(soft, hard context.Context, t *task, a attempt
 // must end it for every done record. A key another worker holds is waited
 // for (a job goes back to the stream instead).
 func (cl *claims) acquire(soft, hard context.Context, t *task, key, fingerprint, what string, judge func(*keyRecord) *outcome) (*claim, func(), *outcome) {
+	if t.job == nil && cl.requestWait > 0 {
+		var cancel context.CancelFunc
+		soft, cancel = context.WithTimeout(soft, cl.requestWait)
+		defer cancel()
+	}
 	unlock, o := cl.lockLocal(soft, t, key)
 	if o != nil {
 		return nil, nil, o
@@ -317,9 +325,20 @@ func (cl *claims) lockLocal(soft context.Context, t *task, key string) (unlock f
 		select {
 		case <-busy:
 		case <-soft.Done():
-			return nil, shuttingDown(t, attempts{})
+			return nil, waitEnded(soft, t)
 		}
 	}
+}
+
+// waitEnded is the outcome of a task whose wait for a key ended with ctx:
+// the worker stopping, or a request's budget spent while another task held
+// the key.
+func waitEnded(ctx context.Context, t *task) *outcome {
+	if t.job != nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return shuttingDown(t, attempts{})
+	}
+	return failed(t, attempts{}, messages.NewError(messages.CodeUpstreamUnavailable,
+		"another request with this Nats-Msg-Id, or another verify of this request_id, is still under way; ask again"))
 }
 
 // waitBusy handles a key another worker holds. A job goes back to the
@@ -340,7 +359,7 @@ func (cl *claims) waitBusy(soft context.Context, t *task, busy time.Duration) *o
 	case <-time.After(min(busy, time.Second)):
 		return nil
 	case <-soft.Done():
-		return shuttingDown(t, attempts{})
+		return waitEnded(soft, t)
 	}
 }
 
@@ -348,17 +367,25 @@ func (cl *claims) waitBusy(soft context.Context, t *task, busy time.Duration) *o
 // that the same key asked again is tried again. The outcome must be stored
 // before the job is acked or the request answered, or a duplicate would call
 // iDenfy again: a store that is briefly away (a NATS restart) is waited
-// for, with the claim's lease still renewed, up to recordBudget.
+// for, with the claim's lease still renewed: by a request up to
+// recordBudget, by a job until the worker's shutdown timeout cuts it.
 func (cl *claims) record(ctx context.Context, t *task, c *claim, o *outcome) {
 	final := !reopens(o)
 	var result []byte
 	if final {
 		result = o.encode()
 	}
+	// A job keeps trying while the worker runs (ctx): acked with its
+	// outcome unrecorded, a duplicate of its key would call iDenfy again. A
+	// request's caller would not wait longer than recordBudget.
+	budget := recordBudget
+	if t.job != nil {
+		budget = 0
+	}
 	b := backoff.WithContext(backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(100*time.Millisecond),
 		backoff.WithMaxInterval(2*time.Second),
-		backoff.WithMaxElapsedTime(recordBudget),
+		backoff.WithMaxElapsedTime(budget),
 	), ctx)
 	err := backoff.Retry(func() error {
 		sctx, done := context.WithTimeout(context.Background(), storeTimeout)

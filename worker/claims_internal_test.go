@@ -60,7 +60,7 @@ func testClaims(t *testing.T, owner string, clock Clock) (*claims, jetstream.Key
 	if err != nil {
 		t.Fatal(err)
 	}
-	return newClaims(newBucket(nc, kv), newHasher([]byte("k")), owner, 30*time.Second, clock, newMetrics(nil, nil)), kv
+	return newClaims(newBucket(nc, kv), newHasher([]byte("k")), owner, 30*time.Second, 20*time.Second, clock, newMetrics(nil, nil)), kv
 }
 
 // put stores rec under key as if another worker had.
@@ -212,7 +212,7 @@ func TestClaimVerifyTurn(t *testing.T) {
 // TestLockLocal: a second task of one process on a held key waits (a
 // request) or goes back to the stream (a job), and gets it once released.
 func TestLockLocal(t *testing.T) {
-	cl := newClaims(nil, newHasher([]byte("k")), "w1", time.Second, systemClock{}, newMetrics(nil, nil))
+	cl := newClaims(nil, newHasher([]byte("k")), "w1", time.Second, time.Second, systemClock{}, newMetrics(nil, nil))
 	w := &Worker{log: zerolog.Nop()}
 	req := &task{op: opSend, w: w}
 	job := &task{op: opSend, w: w, job: &jobDelivery{}}

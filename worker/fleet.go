@@ -66,17 +66,17 @@ const (
 )
 
 // fleetBucketConfig is the fleet bucket of the outcome bucket named bucket.
-// Memory storage: its state matters for seconds, losing it with a server
-// restart costs at most one burst of the limit (the token bucket starts
-// full) or N more failures before the breaker opens again, and the rate key
-// is written several times a second, which must not wait for fsync under
-// the documented sync_interval: always.
+// File storage, like every bucket of the worker: a memory bucket vanishes
+// with a single server's restart, and nothing would make it again while the
+// workers run, leaving every copy of the state frozen (an open breaker open
+// for good). Its writes are few: a lease of tokens a tenth of a second's
+// share at a time, a pause, a breaker's transitions.
 func fleetBucketConfig(bucket string, replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      bucket + "_fleet",
 		Description: "idenfy-worker fleet state: shared rate limit, pause after 429, circuit breaker",
 		History:     1,
-		Storage:     jetstream.MemoryStorage,
+		Storage:     jetstream.FileStorage,
 		Replicas:    replicas,
 	}
 }
@@ -194,6 +194,11 @@ func (f *fleet) watch() {
 				}
 				var err error
 				if w, err = f.kv.WatchAll(f.ctx); err == nil {
+					// The bucket may have been made again, its revisions
+					// starting over: the new watch's values win.
+					f.mu.Lock()
+					f.pause.rev, f.breaker.rev, f.rate.rev = 0, 0, 0
+					f.mu.Unlock()
 					break
 				}
 			}
@@ -263,6 +268,14 @@ func casFleetKey[S any](ctx context.Context, f *fleet, key string, rec *fleetRec
 		newRev, err := f.b.put(ctx, key, data, rev)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			e, err := f.kv.Get(ctx, key)
+			if errors.Is(err, jetstream.ErrKeyNotFound) {
+				// Gone (the bucket made again, the key deleted): the state
+				// starts over, and the next write creates the key.
+				f.mu.Lock()
+				rec.rev = 0
+				f.mu.Unlock()
+				continue
+			}
 			if err != nil {
 				return false, fmt.Errorf("reading fleet key %s: %w", key, err)
 			}

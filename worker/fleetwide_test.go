@@ -159,6 +159,7 @@ func asFleetMember(name string, edit func(*worker.Config)) harnessOption {
 	return withConfig(func(c *worker.Config) {
 		c.Prefix = "fleet." + name
 		c.Stream = "FLEET_" + name + "_JOBS"
+		c.ResultsStream = "FLEET_" + name + "_RESULTS"
 		if edit != nil {
 			edit(c)
 		}

@@ -142,7 +142,10 @@ func (w *Worker) failedCall(soft context.Context, t *task, a attempts, err error
 		if a.ambiguous && t.op == opSend {
 			e.Message += "; an earlier attempt may have reached iDenfy, so the user may have been texted"
 		}
-	case soft.Err() != nil && w.stopping():
+	case soft.Err() != nil && w.stopping() && (t.job != nil || !a.ambiguous):
+		// A job goes back to the stream, its next delivery inheriting what
+		// this one learned; a request whose attempt may have reached iDenfy
+		// is told so below, not to ask again.
 		return shuttingDown(t, a)
 	case a.ambiguous && t.op == opSend:
 		// The cause stays the answer (an outage is an outage); the result

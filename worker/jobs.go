@@ -294,8 +294,14 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 			reason = e.Message
 		}
 		recorded := o.recorded
-		o = failed(t, o.a, messages.NewError(messages.CodeUpstreamUnavailable,
-			"the job reached its last delivery ("+strconv.FormatUint(d.delivered, 10)+") without an answer: "+reason))
+		e = messages.NewError(messages.CodeUpstreamUnavailable,
+			"the job reached its last delivery ("+strconv.FormatUint(d.delivered, 10)+") without an answer: "+reason)
+		if t.op == opVerify && o.a.ambiguous {
+			// A false could not be trusted now; nor can the silence.
+			e = messages.NewError(messages.CodeOutcomeUnknown,
+				"the job reached its last delivery without an answer, and an attempt may have been accepted by iDenfy; send a new code")
+		}
+		o = failed(t, o.a, e)
 		o.recorded = recorded
 	}
 	if o.handBack {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"fmt"
 	"runtime/debug"
 
@@ -22,7 +23,7 @@ func (w *Worker) run(t *task) (o *outcome) {
 	// Shutdown ends soft before hard, so soft also covers a hard stop.
 	soft, hard := w.soft, w.hard
 	if t.key == "" {
-		o = w.handle(soft, hard, t, keyRecord{})
+		o = w.handleSafely(soft, hard, t, keyRecord{})
 		w.guard.settle(t, o)
 		return o
 	}
@@ -40,7 +41,7 @@ func (w *Worker) run(t *task) (o *outcome) {
 			release()
 		}
 	}()
-	o = w.handle(soft, hard, t, c.rec)
+	o = w.handleSafely(soft, hard, t, c.rec)
 	if t.job != nil && !o.handBack {
 		o.delay, o.handBack = t.job.retryLater(o)
 	}
@@ -61,6 +62,19 @@ func (w *Worker) run(t *task) (o *outcome) {
 		w.claims.record(hard, t, c, o)
 	}()
 	return o
+}
+
+// handleSafely is the handler core under a recover, so that a panic in it
+// still has its outcome recorded under the task's claim (final, ambiguous):
+// a duplicate is answered outcome_unknown from the store, not worked on
+// again.
+func (w *Worker) handleSafely(soft, hard context.Context, t *task, prior keyRecord) (o *outcome) {
+	defer func() {
+		if p := recover(); p != nil {
+			o = w.panicked(t, p)
+		}
+	}()
+	return w.handle(soft, hard, t, prior)
 }
 
 // panicked is the outcome of a task whose handling panicked: nothing is

@@ -44,11 +44,17 @@ func (w *Worker) publishResult(t *task, body []byte, replyTo string) error {
 	} else if err = w.storeEvent(msg); err != nil {
 		w.metrics.eventLost(t.op)
 		t.logger().Error().Err(err).Str("stream", w.cfg.ResultsStream).Msg("storing the result event failed")
+		// The job goes back and its redelivery publishes again, to
+		// Reply-To too: only once it is stored, so the caller hears once.
+		return err
 	}
 	if replyTo != "" {
-		// A denied Reply-To is reported by the server asynchronously, and
-		// logged by the connection's error handler with its subject.
-		if err := w.nc.Publish(replyTo, body); err != nil {
+		// With the event's Nats-Msg-Id, so that a caller who hears the same
+		// outcome again (a lost ack, a duplicate) can tell. A denied
+		// Reply-To is reported by the server asynchronously, and logged by
+		// the connection's error handler with its subject.
+		reply := &nats.Msg{Subject: replyTo, Data: body, Header: msg.Header}
+		if err := w.nc.PublishMsg(reply); err != nil {
 			t.logger().Warn().Err(err).Str("subject", replyTo).Msg("publishing the result to Reply-To failed")
 		}
 	}

@@ -176,15 +176,20 @@ func (w *Worker) admitTurn(ctx context.Context, t *task) (turn, error) {
 			return tn, err
 		}
 		w.breakerWaits.Add(1)
-		// Wall time: the breaker's state comes over the network.
+		// Wall time: the breaker's state comes over the network. A probe
+		// overdue (its taker gone) is tried for again, but not in a loop.
 		select {
 		case <-w.fleet.breakerClosed():
-		case <-time.After(r.RetryAfter):
+		case <-time.After(max(r.RetryAfter, breakerPoll)):
 		case <-ctx.Done():
 		}
 		w.breakerWaits.Add(-1)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return turn{}, messages.NewError(messages.CodeExpired, fmt.Sprintf(
+				"the job waited for iDenfy to be available again past the job max age of %s", w.cfg.JobMaxAge))
+		}
 		if ctx.Err() != nil {
-			return turn{}, refusalOf(ctx, refusedBreakerOpen, r.RetryAfter)
+			return turn{}, ctx.Err()
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -36,7 +37,7 @@ func (w *Worker) ensureBuckets(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.claims = newClaims(newBucket(w.nc, kv), w.hash, w.id, w.lease, w.clock, w.metrics)
+	w.claims = newClaims(newBucket(w.nc, kv), w.hash, w.id, w.lease, w.cfg.RetryMaxElapsed, w.clock, w.metrics)
 	fleet, err := w.ensureBucket(ctx, fleetBucketConfig(w.cfg.Bucket, w.cfg.Replicas))
 	if err != nil {
 		return err
@@ -116,11 +117,13 @@ func (w *Worker) ensureResults(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Every event would find no stream to store it, and every job go back
+	// until it used up its deliveries: refused at start, naming why.
 	cfg := stream.CachedInfo().Config
-	if !slices.Contains(cfg.Subjects, w.subj.Results) &&
+	if !slices.Contains(cfg.Subjects, w.subj.Results) && !slices.Contains(cfg.Subjects, ">") &&
 		!(slices.Contains(cfg.Subjects, w.subj.ResultsSend) && slices.Contains(cfg.Subjects, w.subj.ResultsVerify)) {
-		w.log.Warn().Str("stream", w.cfg.ResultsStream).Strs("subjects", cfg.Subjects).Str("want", w.subj.Results).
-			Msg("existing results stream may not capture the result subjects; using it as it is")
+		return fmt.Errorf("worker: the existing stream %s (subjects %s) does not capture %s: name a stream that does in WORKER_RESULTS_STREAM, add the subjects to it, or set it off",
+			w.cfg.ResultsStream, strings.Join(cfg.Subjects, " "), w.subj.Results)
 	}
 	return nil
 }

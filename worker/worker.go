@@ -196,6 +196,13 @@ func (w *Worker) Start(ctx context.Context) (err error) {
 		w.jobs = newJobIntake(w, cons, created)
 		go w.jobs.run()
 	}
+	if w.stopping() {
+		// Shutdown began meanwhile: it waits for this lock, and finds
+		// what was started in place to stop.
+		go w.claims.keepLeases(w.hard.Done())
+		w.started = true
+		return ErrShutDown
+	}
 	go w.claims.keepLeases(w.hard.Done())
 	w.started = true
 	w.ready.Store(true)
