@@ -20,14 +20,14 @@ import (
 // numbers hands out distinct E.164 numbers, so that per-number send limits
 // never refuse a benchmark request. Consecutive numbers fall in different
 // ranges (a range is a number without its last 3 digits): the count's last
-// three digits come first, so that a range meets one send in a thousand,
-// and the pumping guard, when a run turns it on, is measured at work, not
-// pausing.
+// six digits come first, so that a range meets one send in a million, as
+// real traffic meets its ranges, and the pumping guard, when a run turns
+// it on, is measured at work, not pausing.
 type numbers struct{ n atomic.Int64 }
 
 func (g *numbers) next() string {
 	d := fmt.Sprintf("%010d", g.n.Add(1)%1e10)
-	return "+1555" + d[7:] + d[:7]
+	return "+1555" + d[4:] + d[:4]
 }
 
 // sample collects latencies and outcomes.
