@@ -190,6 +190,7 @@ func startWorker(t *testing.T, ns *server.Server, sim *idenfytest.Server, name, 
 	if name != "" {
 		cfg.Prefix = name + "." + messages.DefaultPrefix
 		cfg.Stream = name + "_JOBS"
+		cfg.ResultsStream = name + "_RESULTS"
 		cfg.Bucket = name + "_phone"
 	}
 	cfg.Conn = connect(t, ns)
