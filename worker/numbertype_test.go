@@ -141,3 +141,15 @@ func TestParseBlockedNumberTypes(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkNumberType is what the blocked-types check adds to every send:
+// libphonenumber's patterns, matched by Go's regexp.
+func BenchmarkNumberType(b *testing.B) {
+	for _, phone := range []string{"+12025550163", "+447911123456", "+37060012345", "+4915112345678"} {
+		b.Run(phone, func(b *testing.B) {
+			for b.Loop() {
+				numberType(phone)
+			}
+		})
+	}
+}
