@@ -12,28 +12,72 @@ import (
 // that a request never waits behind a backlog of jobs (README "One fleet
 // toward iDenfy").
 type places struct {
-	mu   sync.Mutex
-	free int
-	// interactive and jobs wait for a place, in order.
+	mu      sync.Mutex
+	free    int
+	waiting waiters
+}
+
+// waiters are the callers waiting for something (a call place, a token of
+// the rate limit): requests of the request/reply intake first, then jobs,
+// each in arrival order. Their owner's lock guards them.
+type waiters struct {
 	interactive, jobs []chan struct{}
 }
+
+// add queues a caller and returns the channel it is woken on.
+func (q *waiters) add(interactive bool) chan struct{} {
+	ch := make(chan struct{}, 1)
+	if interactive {
+		q.interactive = append(q.interactive, ch)
+	} else {
+		q.jobs = append(q.jobs, ch)
+	}
+	return ch
+}
+
+// next removes and returns the first waiter, a request before any job;
+// nil when none waits.
+func (q *waiters) next() chan struct{} {
+	var ch chan struct{}
+	switch {
+	case len(q.interactive) > 0:
+		ch, q.interactive = q.interactive[0], q.interactive[1:]
+	case len(q.jobs) > 0:
+		ch, q.jobs = q.jobs[0], q.jobs[1:]
+	}
+	return ch
+}
+
+// remove takes ch out of the queue, and reports whether it was still in it
+// (else it was woken already).
+func (q *waiters) remove(ch chan struct{}) bool {
+	n := q.len()
+	q.interactive = slices.DeleteFunc(q.interactive, func(c chan struct{}) bool { return c == ch })
+	q.jobs = slices.DeleteFunc(q.jobs, func(c chan struct{}) bool { return c == ch })
+	return q.len() < n
+}
+
+// ahead is how many waiters a new caller would wait behind.
+func (q *waiters) ahead(interactive bool) int {
+	if interactive {
+		return len(q.interactive)
+	}
+	return q.len()
+}
+
+func (q *waiters) len() int { return len(q.interactive) + len(q.jobs) }
 
 func newPlaces(n int) *places { return &places{free: n} }
 
 // acquire takes a place, waiting until one is free or ctx ends.
 func (p *places) acquire(ctx context.Context, interactive bool) error {
 	p.mu.Lock()
-	if p.free > 0 && len(p.interactive) == 0 && (interactive || len(p.jobs) == 0) {
+	if p.free > 0 && p.waiting.ahead(interactive) == 0 {
 		p.free--
 		p.mu.Unlock()
 		return nil
 	}
-	ch := make(chan struct{}, 1)
-	if interactive {
-		p.interactive = append(p.interactive, ch)
-	} else {
-		p.jobs = append(p.jobs, ch)
-	}
+	ch := p.waiting.add(interactive)
 	p.mu.Unlock()
 	select {
 	case <-ch:
@@ -41,10 +85,7 @@ func (p *places) acquire(ctx context.Context, interactive bool) error {
 	case <-ctx.Done():
 	}
 	p.mu.Lock()
-	queued := len(p.interactive) + len(p.jobs)
-	p.interactive = slices.DeleteFunc(p.interactive, func(c chan struct{}) bool { return c == ch })
-	p.jobs = slices.DeleteFunc(p.jobs, func(c chan struct{}) bool { return c == ch })
-	granted := queued == len(p.interactive)+len(p.jobs)
+	granted := !p.waiting.remove(ch)
 	p.mu.Unlock()
 	if granted {
 		// The place came as ctx ended: pass it on.
@@ -58,24 +99,18 @@ func (p *places) acquire(ctx context.Context, interactive bool) error {
 func (p *places) release() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var ch chan struct{}
-	switch {
-	case len(p.interactive) > 0:
-		ch, p.interactive = p.interactive[0], p.interactive[1:]
-	case len(p.jobs) > 0:
-		ch, p.jobs = p.jobs[0], p.jobs[1:]
-	default:
-		p.free++
+	if ch := p.waiting.next(); ch != nil {
+		ch <- struct{}{}
 		return
 	}
-	ch <- struct{}{}
+	p.free++
 }
 
-// waiting is how many callers wait for a place.
-func (p *places) waiting() int {
+// waitingCount is how many callers wait for a place.
+func (p *places) waitingCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.interactive) + len(p.jobs)
+	return p.waiting.len()
 }
 
 // freePlaces is how many places are free.

@@ -26,7 +26,7 @@ func TestPlacesGrantInteractiveFirst(t *testing.T) {
 			}
 			order <- w.name
 		}()
-		eventually(t, w.name+" waits", func() bool { return p.waiting() == i+1 })
+		eventually(t, w.name+" waits", func() bool { return p.waitingCount() == i+1 })
 	}
 	var got []string
 	for range 4 {
@@ -53,10 +53,10 @@ func TestPlacesWaiterThatGivesUp(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := make(chan error)
 	go func() { gaveUp <- p.acquire(ctx, true) }()
-	eventually(t, "the request waits", func() bool { return p.waiting() == 1 })
+	eventually(t, "the request waits", func() bool { return p.waitingCount() == 1 })
 	job := make(chan error)
 	go func() { job <- p.acquire(context.Background(), false) }()
-	eventually(t, "the job waits", func() bool { return p.waiting() == 2 })
+	eventually(t, "the job waits", func() bool { return p.waitingCount() == 2 })
 	cancel()
 	if err := <-gaveUp; err != context.Canceled {
 		t.Fatalf("acquire after its context ended = %v, want %v", err, context.Canceled)
@@ -69,7 +69,7 @@ func TestPlacesWaiterThatGivesUp(t *testing.T) {
 	if err := p.acquire(context.Background(), true); err != nil {
 		t.Fatalf("acquire of a free place = %v, want nil", err)
 	}
-	if n := p.waiting(); n != 0 {
-		t.Errorf("waiting() = %d, want 0", n)
+	if n := p.waitingCount(); n != 0 {
+		t.Errorf("waitingCount() = %d, want 0", n)
 	}
 }

@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"math"
-	"slices"
 	"time"
 )
 
@@ -47,7 +46,7 @@ type fleetLimiter struct {
 	tokens  int       // leased and not spent
 	expires time.Time // when the leased tokens are forfeited
 	// interactive and jobs wait for a token, in order; interactive first.
-	interactive, jobs []chan struct{}
+	waiting waiters
 }
 
 func newFleetLimiter(f *fleet, r RateLimit) *fleetLimiter {
@@ -77,10 +76,7 @@ func (l *fleetLimiter) take(ctx context.Context, interactive bool) error {
 	f := l.f
 	f.mu.Lock()
 	now := f.clock.Now()
-	ahead := len(l.interactive)
-	if !interactive {
-		ahead += len(l.jobs)
-	}
+	ahead := l.waiting.ahead(interactive)
 	if ahead == 0 && l.tokens > 0 && now.Before(l.expires) {
 		l.tokens--
 		f.mu.Unlock()
@@ -91,12 +87,7 @@ func (l *fleetLimiter) take(ctx context.Context, interactive bool) error {
 		f.mu.Unlock()
 		return &fleetRefusal{Reason: refusedRateLimit, RetryAfter: wait}
 	}
-	ch := make(chan struct{}, 1)
-	if interactive {
-		l.interactive = append(l.interactive, ch)
-	} else {
-		l.jobs = append(l.jobs, ch)
-	}
+	ch := l.waiting.add(interactive)
 	f.mu.Unlock()
 	l.kick()
 
@@ -110,8 +101,7 @@ func (l *fleetLimiter) take(ctx context.Context, interactive bool) error {
 	case <-f.ctx.Done():
 	}
 	f.mu.Lock()
-	l.interactive = slices.DeleteFunc(l.interactive, func(c chan struct{}) bool { return c == ch })
-	l.jobs = slices.DeleteFunc(l.jobs, func(c chan struct{}) bool { return c == ch })
+	l.waiting.remove(ch)
 	wait = l.estimate(f.clock.Now(), ahead)
 	f.mu.Unlock()
 	if f.ctx.Err() != nil {
@@ -166,7 +156,7 @@ func (l *fleetLimiter) fill() bool {
 	for {
 		f.mu.Lock()
 		now := f.clock.Now()
-		demand := len(l.interactive) + len(l.jobs)
+		demand := l.waiting.len()
 		have := l.tokens > 0 && now.Before(l.expires)
 		paused := time.Duration(f.pause.val.Until - now.UnixNano())
 		f.mu.Unlock()
@@ -230,13 +220,8 @@ func (l *fleetLimiter) grant() {
 	defer f.mu.Unlock()
 	now := f.clock.Now()
 	for l.tokens > 0 && now.Before(l.expires) {
-		var ch chan struct{}
-		switch {
-		case len(l.interactive) > 0:
-			ch, l.interactive = l.interactive[0], l.interactive[1:]
-		case len(l.jobs) > 0:
-			ch, l.jobs = l.jobs[0], l.jobs[1:]
-		default:
+		ch := l.waiting.next()
+		if ch == nil {
 			return
 		}
 		l.tokens--

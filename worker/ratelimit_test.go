@@ -22,7 +22,7 @@ func TestFleetRateLimitInteractiveFirst(t *testing.T) {
 		return func() bool {
 			f.mu.Lock()
 			defer f.mu.Unlock()
-			return len(f.lim.interactive) == interactive && len(f.lim.jobs) == jobs
+			return len(f.lim.waiting.interactive) == interactive && len(f.lim.waiting.jobs) == jobs
 		}
 	}
 	order := make(chan string, 3)
