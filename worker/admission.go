@@ -76,10 +76,7 @@ func (s *slot) leave() {
 // request gets the next free one before any waiting job. The KV round trips
 // before and after a call, and the waits between attempts, hold none.
 func (ad *admission) acquireCall(ctx context.Context, interactive bool) error {
-	if ad.calls.waitingCount() > 0 || ad.callsInFlight() >= ad.concurrency {
-		ad.metrics.poolFull()
-	}
-	return ad.calls.acquire(ctx, interactive)
+	return ad.calls.acquire(ctx, interactive, ad.metrics.poolFull)
 }
 
 func (ad *admission) releaseCall() { ad.calls.release() }

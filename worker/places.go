@@ -69,8 +69,9 @@ func (q *waiters) len() int { return len(q.interactive) + len(q.jobs) }
 
 func newPlaces(n int) *places { return &places{free: n} }
 
-// acquire takes a place, waiting until one is free or ctx ends.
-func (p *places) acquire(ctx context.Context, interactive bool) error {
+// acquire takes a place, waiting until one is free or ctx ends; onWait,
+// when not nil, is called once it must wait.
+func (p *places) acquire(ctx context.Context, interactive bool, onWait func()) error {
 	p.mu.Lock()
 	if p.free > 0 && p.waiting.ahead(interactive) == 0 {
 		p.free--
@@ -79,6 +80,9 @@ func (p *places) acquire(ctx context.Context, interactive bool) error {
 	}
 	ch := p.waiting.add(interactive)
 	p.mu.Unlock()
+	if onWait != nil {
+		onWait()
+	}
 	select {
 	case <-ch:
 		return nil

@@ -11,7 +11,7 @@ import (
 // then to waiting jobs, each in the order they came.
 func TestPlacesGrantInteractiveFirst(t *testing.T) {
 	p := newPlaces(1)
-	if err := p.acquire(context.Background(), false); err != nil {
+	if err := p.acquire(context.Background(), false, nil); err != nil {
 		t.Fatal(err)
 	}
 	order := make(chan string)
@@ -20,7 +20,7 @@ func TestPlacesGrantInteractiveFirst(t *testing.T) {
 		interactive bool
 	}{{"job 1", false}, {"job 2", false}, {"request 1", true}, {"request 2", true}} {
 		go func() {
-			if err := p.acquire(context.Background(), w.interactive); err != nil {
+			if err := p.acquire(context.Background(), w.interactive, nil); err != nil {
 				order <- w.name + ": " + err.Error()
 				return
 			}
@@ -47,15 +47,15 @@ func TestPlacesGrantInteractiveFirst(t *testing.T) {
 // one behind it; a free place is taken without waiting.
 func TestPlacesWaiterThatGivesUp(t *testing.T) {
 	p := newPlaces(1)
-	if err := p.acquire(context.Background(), false); err != nil {
+	if err := p.acquire(context.Background(), false, nil); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	gaveUp := make(chan error)
-	go func() { gaveUp <- p.acquire(ctx, true) }()
+	go func() { gaveUp <- p.acquire(ctx, true, nil) }()
 	eventually(t, "the request waits", func() bool { return p.waitingCount() == 1 })
 	job := make(chan error)
-	go func() { job <- p.acquire(context.Background(), false) }()
+	go func() { job <- p.acquire(context.Background(), false, nil) }()
 	eventually(t, "the job waits", func() bool { return p.waitingCount() == 2 })
 	cancel()
 	if err := <-gaveUp; err != context.Canceled {
@@ -66,7 +66,7 @@ func TestPlacesWaiterThatGivesUp(t *testing.T) {
 		t.Fatalf("acquire of the job = %v, want the freed place", err)
 	}
 	p.release()
-	if err := p.acquire(context.Background(), true); err != nil {
+	if err := p.acquire(context.Background(), true, nil); err != nil {
 		t.Fatalf("acquire of a free place = %v, want nil", err)
 	}
 	if n := p.waitingCount(); n != 0 {
