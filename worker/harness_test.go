@@ -122,7 +122,6 @@ type harnessOption func(*harnessSetup)
 
 type harnessSetup struct {
 	cfg       worker.Config
-	simOpts   []idenfytest.Option
 	workerOpt []worker.Option
 	clock     *fakeClock
 	timeout   time.Duration
@@ -138,11 +137,6 @@ type harnessSetup struct {
 // withConfig edits the worker's configuration before it starts.
 func withConfig(f func(*worker.Config)) harnessOption {
 	return func(s *harnessSetup) { f(&s.cfg) }
-}
-
-// withSimulator adds simulator options.
-func withSimulator(opts ...idenfytest.Option) harnessOption {
-	return func(s *harnessSetup) { s.simOpts = append(s.simOpts, opts...) }
 }
 
 // withWorkerOptions adds worker options.
@@ -214,7 +208,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 	h.sim = setup.sim
 	if h.sim == nil {
-		h.sim = idenfytest.NewServer(t, append([]idenfytest.Option{idenfytest.WithClock(h.clock.Now())}, setup.simOpts...)...)
+		h.sim = idenfytest.NewServer(t, idenfytest.WithClock(h.clock.Now()))
 	}
 	h.nc = connect(t, h.ns.ClientURL())
 	var err error
