@@ -3,7 +3,6 @@ package worker
 import (
 	"context"
 	"encoding/json"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,34 +10,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/idenfy-worker/idenfy-worker/internal/clocktest"
 	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
-
-// stepClock is a clock that moves only when told to.
-type stepClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *stepClock) After(d time.Duration) <-chan time.Time {
-	c.Advance(d)
-	ch := make(chan time.Time, 1)
-	ch <- c.Now()
-	return ch
-}
-
-func (c *stepClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
 
 // testClaims returns a claims store of owner on a fresh bucket of an
 // embedded server, and the bucket.
@@ -84,7 +59,7 @@ func put(t *testing.T, kv jetstream.KeyValue, key string, rec any) {
 // TestClaimRequestBranches walks every way acquire can find an
 // idempotency key: what the task is told, and what the claim carries on.
 func TestClaimRequestBranches(t *testing.T) {
-	clock := &stepClock{now: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
 	now := clock.Now()
 	sent := []byte(`{"status":"sent","request_id":"3d50e1584e0946e789e0185c009aaadf","attempts":1}`)
 	tests := []struct {
@@ -179,7 +154,7 @@ func errCode(o *outcome) messages.Code {
 // TestClaimVerifyTurn: the verify memory answers from a done turn, and a
 // turn left open by an attempt that may have been accepted stays ambiguous.
 func TestClaimVerifyTurn(t *testing.T) {
-	clock := &stepClock{now: time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)}
+	clock := clocktest.New(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
 	const rid = "3d50e1584e0946e789e0185c009aaadf"
 	cl, kv := testClaims(t, "w1", clock)
 	w := &Worker{log: zerolog.Nop(), hash: cl.hash}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/clocktest"
 	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 	"github.com/idenfy-worker/idenfy-worker/worker"
@@ -49,42 +50,6 @@ func connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
 	return nc
 }
 
-// fakeClock moves only when told to, or when waited on: After(d) moves the
-// clock by d and fires at once, so backoff waits take no wall time while
-// the retry budget is still spent.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-// newFakeClock starts at the wall clock's now, since job ages compare it
-// with the time JetStream stored a job.
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Now()}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	now := c.now
-	c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	ch <- now
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -111,7 +76,7 @@ type harness struct {
 	nc    *nats.Conn // the caller's connection
 	js    jetstream.JetStream
 	w     *worker.Worker
-	clock *fakeClock
+	clock *clocktest.Clock
 	logs  *syncBuffer
 	reg   *prometheus.Registry // the worker's metrics: read them with metric
 	subj  messages.Subjects
@@ -123,7 +88,7 @@ type harnessOption func(*harnessSetup)
 type harnessSetup struct {
 	cfg       worker.Config
 	workerOpt []worker.Option
-	clock     *fakeClock
+	clock     *clocktest.Clock
 	timeout   time.Duration
 	ns        *server.Server
 	sim       *idenfytest.Server
@@ -204,7 +169,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	}
 	h.clock = setup.clock
 	if h.clock == nil {
-		h.clock = newFakeClock()
+		h.clock = clocktest.New(time.Now())
 	}
 	h.sim = setup.sim
 	if h.sim == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/idenfy-worker/idenfy-worker/internal/clocktest"
 	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
@@ -43,7 +44,7 @@ type pumpingCluster struct {
 	t     *testing.T
 	url   string
 	cfg   PumpingGuard
-	clock *stepClock
+	clock *clocktest.Clock
 	kv    jetstream.KeyValue
 	hash  func(domain, value string) string
 }
@@ -63,7 +64,7 @@ func newPumpingCluster(t *testing.T, cfg PumpingGuard) *pumpingCluster {
 		t.Fatal(err)
 	}
 	s := newHasher([]byte("test key"))
-	return &pumpingCluster{t: t, url: ns.ClientURL(), cfg: cfg, clock: &stepClock{now: time.Now()}, kv: kv, hash: s.sum}
+	return &pumpingCluster{t: t, url: ns.ClientURL(), cfg: cfg, clock: clocktest.New(time.Now()), kv: kv, hash: s.sum}
 }
 
 func pumpingConn(t *testing.T, url string) *nats.Conn {
@@ -500,7 +501,7 @@ func TestParsePumpingGuard(t *testing.T) {
 // BenchmarkPumpingGuardCheck is the cost the guard adds before every send.
 func BenchmarkPumpingGuardCheck(b *testing.B) {
 	s := newHasher([]byte("test key"))
-	g := newRangeGuard(nil, DefaultPumpingGuard, s.sum, &stepClock{now: time.Now()}, zerolog.Nop())
+	g := newRangeGuard(nil, DefaultPumpingGuard, s.sum, clocktest.New(time.Now()), zerolog.Nop())
 	for i := range 10 {
 		g.apply(g.key("+37060001"), uint64(i+1), jetstream.KeyValuePut,
 			fmt.Appendf(nil, `{"sends":[{"at":%d,"id":"x%d"}]}`, time.Now().UnixMilli(), i))

@@ -7,6 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/idenfy-worker/idenfy-worker/internal/clocktest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
@@ -40,7 +41,7 @@ func TestStrandedOutcome(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cl, kv := testClaims(t, "w1", &stepClock{now: time.Now()})
+			cl, kv := testClaims(t, "w1", clocktest.New(time.Now()))
 			w := &Worker{log: zerolog.Nop(), hash: cl.hash, claims: cl}
 			tk := &task{op: tt.op, intake: intakeJob, key: "id:stranded", w: w}
 			if tt.before != nil {
