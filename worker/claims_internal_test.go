@@ -210,3 +210,22 @@ func TestLockLocal(t *testing.T) {
 		u()
 	}
 }
+
+// TestRequestWaitIsBounded: a request waits for a key another task of the
+// process holds no longer than its budget, and is told to ask again; a
+// job goes back to the stream.
+func TestRequestWaitIsBounded(t *testing.T) {
+	cl := newClaims(nil, newHasher([]byte("k")), "w1", time.Second, 50*time.Millisecond, systemClock{}, newMetrics(nil, nil))
+	w := &Worker{log: zerolog.Nop(), hash: cl.hash}
+	holder := &task{op: opSend, w: w}
+	unlock, o := cl.lockLocal(context.Background(), holder, "k")
+	if o != nil {
+		t.Fatalf("lockLocal of a free key = %+v", o)
+	}
+	defer unlock()
+	req := &task{op: opSend, intake: intakeRequest, w: w, key: "id:k"}
+	_, _, o = cl.acquire(context.Background(), context.Background(), req, "k", "fp", "the idempotency key", func(*keyRecord) *outcome { return nil })
+	if e := o.err(); e == nil || e.Code != messages.CodeUpstreamUnavailable || !e.Retryable || o.handBack {
+		t.Errorf("a request waiting past its budget = %+v, want a retryable upstream_unavailable", o)
+	}
+}

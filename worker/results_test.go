@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,5 +160,39 @@ func TestJobIsAckedOnlyOnceItsResultIsStored(t *testing.T) {
 	}
 	if n := h.sim.Stats().SendSMS; n != 1 {
 		t.Errorf("iDenfy got %d sends, want 1: the redelivery is answered from the store", n)
+	}
+}
+
+// TestReplyToCarriesTheEventID: a job's Reply-To hears its result with the
+// Nats-Msg-Id of the stored event, so that a caller who hears the same
+// outcome twice (a redelivery) can tell.
+func TestReplyToCarriesTheEventID(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	reply := h.subscribe("signup.replies.event-id")
+	event := h.subscribe(h.subj.ResultsSend)
+	h.publishJob(h.subj.JobsSend, messages.SendRequest{PhoneNumber: usPhone, CorrelationID: "reply-id"},
+		header(messages.HeaderMsgID, "reply-id-1", messages.HeaderReplyTo, "signup.replies.event-id"))
+	r, e := next(t, reply), next(t, event)
+	if id := r.Header.Get(messages.HeaderMsgID); id == "" || id != e.Header.Get(messages.HeaderMsgID) || string(r.Data) != string(e.Data) {
+		t.Errorf("Reply-To got %q with Nats-Msg-Id %q; the results subject %q with %q: want the same result and id",
+			r.Data, id, e.Data, e.Header.Get(messages.HeaderMsgID))
+	}
+}
+
+// TestResultsStreamThatMissesTheSubjectsIsRefused: an existing stream named
+// as the results stream that does not capture the result subjects stops
+// Start, naming it, instead of failing every event.
+func TestResultsStreamThatMissesTheSubjectsIsRefused(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, withoutStart())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.js.CreateStream(ctx, jetstream.StreamConfig{Name: worker.DefaultResultsStream, Subjects: []string{"elsewhere.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	err := h.w.Start(ctx)
+	if err == nil || !strings.Contains(err.Error(), worker.DefaultResultsStream) || !strings.Contains(err.Error(), h.subj.Results) {
+		t.Errorf("Start with a results stream capturing elsewhere.> = %v, want an error naming the stream and %s", err, h.subj.Results)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/messages"
@@ -58,5 +59,29 @@ func TestContractError(t *testing.T) {
 				t.Errorf("retryable(%v) = %v, want %v", tt.err, r, tt.retried)
 			}
 		})
+	}
+}
+
+// TestRetryAfter: error.retry_after says, in whole seconds rounded up, when
+// asking again makes sense, on the codes that have one.
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		code messages.Code
+		want int
+	}{
+		{"429 with Retry-After", &idenfy.APIError{Status: 429, RetryAfter: 2500 * time.Millisecond}, messages.CodeRateLimited, 3},
+		{"429 without", &idenfy.APIError{Status: 429}, messages.CodeRateLimited, 1},
+		{"no turn of the rate limit", &fleetRefusal{Reason: refusedRateLimit, RetryAfter: 90 * time.Second}, messages.CodeRateLimited, 90},
+		{"the fleet paused", &fleetRefusal{Reason: refusedPaused, RetryAfter: 100 * time.Millisecond}, messages.CodeRateLimited, 1},
+		{"breaker open", &fleetRefusal{Reason: refusedBreakerOpen, RetryAfter: 4200 * time.Millisecond}, messages.CodeUpstreamUnavailable, 5},
+		{"503 has none", &idenfy.APIError{Status: 503}, messages.CodeUpstreamUnavailable, 0},
+	}
+	for _, tt := range tests {
+		got := contractError(tt.err, &attempts{count: 1})
+		if got.Code != tt.code || got.RetryAfter != tt.want {
+			t.Errorf("contractError(%s) = %s with retry_after %d, want %s with %d", tt.name, got.Code, got.RetryAfter, tt.code, tt.want)
+		}
 	}
 }
