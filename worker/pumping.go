@@ -353,13 +353,23 @@ func (g *rangeGuard) recordSend(ctx context.Context, phone, requestID string) er
 	}
 	key, id := g.key(r), g.sendID(requestID)
 	g.mu.Lock()
-	if st := g.ranges[key]; st != nil && slices.ContainsFunc(st.value.Sends, func(s rangeSend) bool { return s.ID == id }) {
+	st := g.ranges[key]
+	if st != nil && slices.ContainsFunc(st.value.Sends, func(s rangeSend) bool { return s.ID == id }) {
 		g.mu.Unlock()
 		return nil
 	}
+	// The region, for the log lines of a pause, is the number's once per
+	// range: deciding it is libphonenumber's work, not to be done per send.
+	region := ""
+	if st != nil {
+		region = st.value.Region
+	}
 	g.mu.Unlock()
+	if region == "" {
+		region = countryOf(phone)
+	}
 	send := rangeSend{At: g.clock.Now().UnixMilli(), ID: id}
-	return g.change(ctx, key, &rangeOp{send: &send, region: countryOf(phone), masked: maskRange(phone)})
+	return g.change(ctx, key, &rangeOp{send: &send, region: region, masked: maskRange(phone)})
 }
 
 // recordVerified marks the send of requestID verified. It costs nothing
