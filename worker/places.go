@@ -110,13 +110,6 @@ func (p *places) release() {
 	p.free++
 }
 
-// waitingCount is how many callers wait for a place.
-func (p *places) waitingCount() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.waiting.len()
-}
-
 // freePlaces is how many places are free.
 func (p *places) freePlaces() int {
 	p.mu.Lock()

@@ -73,3 +73,10 @@ func TestPlacesWaiterThatGivesUp(t *testing.T) {
 		t.Errorf("waitingCount() = %d, want 0", n)
 	}
 }
+
+// waitingCount is how many callers wait for a place.
+func (p *places) waitingCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiting.len()
+}
