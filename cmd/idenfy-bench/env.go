@@ -115,6 +115,16 @@ func (e *env) close() {
 	}
 }
 
+// natsMsgs is how many messages the NATS server has received from its
+// clients, and sent to them, so far.
+func (e *env) natsMsgs() (in, out int64) {
+	v, err := e.ns.Varz(nil)
+	if err != nil {
+		return 0, 0
+	}
+	return v.InMsgs, v.OutMsgs
+}
+
 // upstream is the number of vendor calls the simulator received.
 func (e *env) upstream() int64 {
 	s := e.sim.Stats()

@@ -124,7 +124,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.baseline, "baseline", true, "measure the baseline beside the worker")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the figures as JSON")
 	fs.StringVar(&o.workerBin, "worker-bin", "", "the worker binary (default: go build ./cmd/idenfy-worker)")
-	fs.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the worker to this `directory`")
+	fs.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the worker, and of the bench's own NATS server and simulator, to this `directory`")
 	fs.BoolVar(&o.verbose, "v", false, "print the output of the programs under test when they stop")
 	fs.BoolVar(&o.h2c, "h2c", true, "programs under test call the simulator over HTTP/2 (as over https), else HTTP/1.1")
 	fs.Var(&o.workerEnv, "worker-env", "KEY=VALUE added to the worker's environment, e.g. WORKER_PUMPING_GUARD=1000/1h (repeatable)")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync/atomic"
 	"time"
 
@@ -56,12 +57,15 @@ func (b *bench) startProgram(prog string, e *env, concurrency int, extra ...stri
 }
 
 // profile fetches a CPU profile of the worker during the measurement, when
-// -pprof names a directory.
+// -pprof names a directory, and takes one of the bench's own process over
+// the same seconds: the NATS server and the simulator, whose work on the
+// shared cores is half of what a job costs.
 func (b *bench) profile(p *process, name string) {
 	if b.o.pprofDir == "" || p.name != progWorker {
 		return
 	}
 	seconds := max(1, int(b.o.duration/time.Second))
+	b.profileSelf(name, time.Duration(seconds)*time.Second)
 	go func() {
 		for _, prof := range []struct{ what, file string }{
 			{fmt.Sprintf("profile?seconds=%d", seconds), ".cpu.pprof"},
@@ -76,6 +80,31 @@ func (b *bench) profile(p *process, name string) {
 			fmt.Fprintf(b.stderr, "  profile of the worker: %s\n", path)
 		}
 	}()
+}
+
+// profileSelf writes a CPU profile of the bench's process for d, in the
+// background. Only one CPU profile can run at a time; a second one is skipped
+// with a message.
+func (b *bench) profileSelf(name string, d time.Duration) {
+	path := filepath.Join(b.o.pprofDir, "bench-"+name+".cpu.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintf(b.stderr, "  profiling the bench: %v\n", err)
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		fmt.Fprintf(b.stderr, "  profiling the bench: %v\n", err)
+		return
+	}
+	time.AfterFunc(d, func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintf(b.stderr, "  profiling the bench: %v\n", err)
+			return
+		}
+		fmt.Fprintf(b.stderr, "  profile of the bench (NATS server, simulator): %s\n", path)
+	})
 }
 
 // setUp makes a fresh env and starts prog against it.
@@ -233,6 +262,7 @@ func (b *bench) measureBacklog(ctx context.Context, prog string, latency time.Du
 
 	start := time.Now()
 	self0, _ := readUsage(os.Getpid())
+	in0, out0 := e.natsMsgs()
 	p, err := b.startProgram(prog, e, concurrency)
 	if err != nil {
 		return f, err
@@ -256,7 +286,10 @@ func (b *bench) measureBacklog(ctx context.Context, prog string, latency time.Du
 		return f, err
 	}
 	self1, _ := readUsage(os.Getpid())
+	in1, out1 := e.natsMsgs()
 	f.BenchCPUSeconds = (self1.cpu - self0.cpu).Seconds()
+	f.NATSInPerItem = float64(in1-in0) / float64(jobs)
+	f.NATSOutPerItem = float64(out1-out0) / float64(jobs)
 	counter.mu.Lock()
 	first, last := counter.first, counter.last
 	counter.mu.Unlock()

@@ -37,6 +37,11 @@ type figure struct {
 	// the window, where the program reports them (the worker).
 	StackMiB float64 `json:"stack_mib,omitempty"`
 	HeapMiB  float64 `json:"heap_mib,omitempty"`
+	// NATSInPerItem and NATSOutPerItem are the messages the NATS server
+	// received from its clients and sent to them over the window, per item
+	// done: every JetStream write, ack and pull is one or more of them.
+	NATSInPerItem  float64 `json:"nats_in_per_item,omitempty"`
+	NATSOutPerItem float64 `json:"nats_out_per_item,omitempty"`
 }
 
 func (f *figure) fill(s *sample, elapsed, cpu time.Duration, peakRSS, upstream int64) {
@@ -93,6 +98,8 @@ func median(runs []comparison) comparison {
 		f.CPUSeconds = at(func(f figure) float64 { return f.CPUSeconds })
 		f.BenchCPUSeconds = at(func(f figure) float64 { return f.BenchCPUSeconds })
 		f.PeakRSSMiB = at(func(f figure) float64 { return f.PeakRSSMiB })
+		f.NATSInPerItem = at(func(f figure) float64 { return f.NATSInPerItem })
+		f.NATSOutPerItem = at(func(f figure) float64 { return f.NATSOutPerItem })
 		f.Completed = int64(at(func(f figure) float64 { return float64(f.Completed) }))
 		f.Failed = int64(at(func(f figure) float64 { return float64(f.Failed) }))
 		f.UpstreamCalls = int64(at(func(f figure) float64 { return float64(f.UpstreamCalls) }))
@@ -132,6 +139,9 @@ func (r report) print(w io.Writer) {
 		for _, f := range c.Figures {
 			if f.StackMiB > 0 {
 				fmt.Fprintf(w, "%s at the end: stacks %.0f MiB, heap %.0f MiB\n", f.Program, f.StackMiB, f.HeapMiB)
+			}
+			if f.NATSInPerItem > 0 {
+				fmt.Fprintf(w, "%s: the NATS server received %.1f and sent %.1f messages per item\n", f.Program, f.NATSInPerItem, f.NATSOutPerItem)
 			}
 		}
 		if c.Ratio > 0 {
