@@ -497,7 +497,9 @@ func (cl *claims) state(ctx context.Context, t *task) (keyState, error) {
 
 // renewal is a claim under renewal.
 type renewal struct {
-	log     *zerolog.Logger
+	// log builds the task's logger when a renewal has something to say:
+	// most claims never do, and building it costs a keyed hash.
+	log     func() *zerolog.Logger
 	job     *jobDelivery
 	every   time.Duration
 	renewed time.Time // wall clock
@@ -507,7 +509,7 @@ type renewal struct {
 // job (when not nil) is still being worked on, until stopped. Most calls end
 // long before the first renewal is due, so registering is all they cost: no
 // goroutine or timer per request.
-func (cl *claims) keep(c *claim, log *zerolog.Logger, job *jobDelivery) (stop func()) {
+func (cl *claims) keep(c *claim, log func() *zerolog.Logger, job *jobDelivery) (stop func()) {
 	r := &renewal{log: log, job: job, every: cl.lease / 3, renewed: time.Now()}
 	if job != nil {
 		r.every = min(r.every, job.ackWait/3)
@@ -568,12 +570,12 @@ func (cl *claims) due(now time.Time, slack time.Duration) map[*claim]*renewal {
 func (cl *claims) renewOne(c *claim, r *renewal) {
 	if r.job != nil {
 		if err := r.job.msg.InProgress(); err != nil {
-			r.log.Debug().Err(err).Msg("in-progress ack failed")
+			r.log().Debug().Err(err).Msg("in-progress ack failed")
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
 	if err := cl.renew(ctx, c); err != nil {
-		r.log.Warn().Err(err).Msg("renewing a claim failed")
+		r.log().Warn().Err(err).Msg("renewing a claim failed")
 	}
 }

@@ -78,7 +78,7 @@ func (w *Worker) handleVerify(soft, hard context.Context, t *task, a attempts) *
 	// upstream makes any false unreliable, for this verify too.
 	a.ambiguous = a.ambiguous || c.rec.Ambiguous
 
-	stop := w.claims.keep(c, t.logger(), nil)
+	stop := w.claims.keep(c, t.newLogger, nil)
 	defer stop()
 	o = w.askVerify(soft, hard, t, a)
 	w.claims.rememberVerify(t, c, o)

@@ -31,7 +31,7 @@ func (w *Worker) run(t *task) (o *outcome) {
 	if o != nil {
 		return o
 	}
-	stop := w.claims.keep(c, t.logger(), t.job)
+	stop := w.claims.keep(c, t.newLogger, t.job)
 	release := func() {
 		stop()
 		unlock()

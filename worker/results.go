@@ -143,6 +143,11 @@ func logOutcome(t *task, o *outcome, elapsed time.Duration) {
 	if e != nil && !e.Code.IsInvalidInput() {
 		level = zerolog.WarnLevel
 	}
+	// Below the logger's level the line is not written: the task's logger,
+	// a keyed hash and a masked number, is not built for it either.
+	if level < t.w.log.GetLevel() || level < zerolog.GlobalLevel() {
+		return
+	}
 	ev := t.logger().WithLevel(level).
 		Str("status", string(o.status())).
 		Int("attempts", o.attempts()).

@@ -177,9 +177,16 @@ func (t *task) decode(data []byte) *messages.Error {
 // full number. It is not safe for concurrent use: goroutines a task starts
 // get a copy.
 func (t *task) logger() *zerolog.Logger {
-	if t.log != nil {
-		return t.log
+	if t.log == nil {
+		t.log = t.newLogger()
 	}
+	return t.log
+}
+
+// newLogger builds the task's logger afresh from fields that no longer
+// change once the task runs, so other goroutines (the lease keeper) may call
+// it.
+func (t *task) newLogger() *zerolog.Logger {
 	c := t.w.log.With().Str("op", t.op.String()).Str("intake", t.intake)
 	if id := t.correlationID(); id != "" {
 		c = c.Str("correlation_id", id)
@@ -194,8 +201,7 @@ func (t *task) logger() *zerolog.Logger {
 		c = c.Str("key", t.w.hash.sum("log", t.key)[:12])
 	}
 	l := c.Logger()
-	t.log = &l
-	return t.log
+	return &l
 }
 
 func (t *task) correlationID() string {

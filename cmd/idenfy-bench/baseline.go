@@ -36,6 +36,9 @@ type baselineConfig struct {
 	idenfyURL   string
 	concurrency int
 	readyAddr   string
+	// durable has the jobs loop store each result in the results stream,
+	// its ack awaited, before it acks the job.
+	durable bool
 }
 
 func baselineFromEnv() (baselineConfig, error) {
@@ -44,6 +47,7 @@ func baselineFromEnv() (baselineConfig, error) {
 		idenfyURL: os.Getenv("BASELINE_IDENFY_URL"),
 		readyAddr: os.Getenv("BASELINE_READY_ADDR"),
 		h2c:       os.Getenv("BASELINE_H2C") == "true",
+		durable:   os.Getenv("BASELINE_DURABLE_RESULTS") == "true",
 	}
 	var err error
 	if c.concurrency, err = strconv.Atoi(os.Getenv("BASELINE_CONCURRENCY")); err != nil || c.concurrency < 1 {
@@ -160,7 +164,9 @@ func runBaselineResponder() error {
 }
 
 // runBaselineJobs is a minimal jobs loop: pull in batches into a pool of the
-// same size, one HTTP call, publish the result, ack.
+// same size, one HTTP call, publish the result, ack. Durable, it stores the
+// result in the results stream (made as the worker makes it) and waits for
+// that before the ack.
 func runBaselineJobs() error {
 	c, client, nc, err := baselineSetup()
 	if err != nil {
@@ -177,6 +183,17 @@ func runBaselineJobs() error {
 	cons, err := js.Consumer(setup, worker.DefaultStream, worker.DefaultConsumer)
 	if err != nil {
 		return err
+	}
+	if c.durable {
+		if _, err := js.CreateOrUpdateStream(setup, jetstream.StreamConfig{
+			Name:      worker.DefaultResultsStream,
+			Subjects:  []string{subj.Results},
+			Retention: jetstream.LimitsPolicy,
+			Storage:   jetstream.FileStorage,
+			MaxAge:    worker.DefaultResultsMaxAge,
+		}); err != nil {
+			return err
+		}
 	}
 	iter, err := cons.Messages(jetstream.PullMaxMessages(min(c.concurrency, 64)))
 	if err != nil {
@@ -200,7 +217,16 @@ func runBaselineJobs() error {
 		}
 		go func() {
 			defer func() { <-slots }()
-			_ = nc.Publish(subj.ResultsSend, sendOnce(context.Background(), client, msg.Data()))
+			result := sendOnce(context.Background(), client, msg.Data())
+			if !c.durable {
+				_ = nc.Publish(subj.ResultsSend, result)
+				_ = msg.Ack()
+				return
+			}
+			if _, err := js.Publish(context.Background(), subj.ResultsSend, result); err != nil {
+				_ = msg.Nak()
+				return
+			}
 			_ = msg.Ack()
 		}()
 	}

@@ -82,6 +82,8 @@ type options struct {
 	warmup      time.Duration
 	repeat      int
 	baseline    bool
+	// durableBaseline adds the durable jobs loop to the jobs comparison.
+	durableBaseline bool
 	jsonOut     bool
 	workerBin   string
 	pprofDir    string
@@ -122,6 +124,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.warmup, "warmup", 2*time.Second, "request: load before measuring")
 	fs.IntVar(&o.repeat, "repeat", 1, "runs of each comparison, interleaved; medians are reported")
 	fs.BoolVar(&o.baseline, "baseline", true, "measure the baseline beside the worker")
+	fs.BoolVar(&o.durableBaseline, "durable-baseline", false, "jobs: also measure a minimal jobs loop that stores each result in the results stream before it acks")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the figures as JSON")
 	fs.StringVar(&o.workerBin, "worker-bin", "", "the worker binary (default: go build ./cmd/idenfy-worker)")
 	fs.StringVar(&o.pprofDir, "pprof", "", "write CPU profiles of the worker, and of the bench's own NATS server and simulator, to this `directory`")

@@ -20,6 +20,10 @@ const (
 	progWorker            = "worker"
 	progBaselineResponder = "baseline responder"
 	progBaselineJobs      = "baseline jobs loop"
+	// progDurableJobs is the minimal jobs loop that stores each result in
+	// the results stream, its ack awaited, before it acks the job: the
+	// least a loop keeping README's promise of durable results does.
+	progDurableJobs = "durable jobs loop"
 )
 
 // startProgram starts a program under test against e and waits until it
@@ -41,6 +45,9 @@ func (b *bench) startProgram(prog string, e *env, concurrency int, extra ...stri
 		p, err = startProcess(prog, b.self, []string{"baseline-responder"}, baselineEnv(e, concurrency, ready, b.o.h2c))
 	case progBaselineJobs:
 		p, err = startProcess(prog, b.self, []string{"baseline-jobs"}, baselineEnv(e, concurrency, ready, b.o.h2c))
+	case progDurableJobs:
+		p, err = startProcess(prog, b.self, []string{"baseline-jobs"},
+			append(baselineEnv(e, concurrency, ready, b.o.h2c), "BASELINE_DURABLE_RESULTS=true"))
 	}
 	if err != nil {
 		return nil, err
@@ -128,6 +135,9 @@ func (b *bench) compare(name, baseline string, measure func(prog string) (figure
 	progs := []string{progWorker}
 	if b.o.baseline {
 		progs = append(progs, baseline)
+		if baseline == progBaselineJobs && b.o.durableBaseline {
+			progs = append(progs, progDurableJobs)
+		}
 	}
 	for _, prog := range progs {
 		f, err := measure(prog)
@@ -290,6 +300,7 @@ func (b *bench) measureBacklog(ctx context.Context, prog string, latency time.Du
 	f.BenchCPUSeconds = (self1.cpu - self0.cpu).Seconds()
 	f.NATSInPerItem = float64(in1-in0) / float64(jobs)
 	f.NATSOutPerItem = float64(out1-out0) / float64(jobs)
+	f.SyscallsPerItem = float64(u.syscalls) / float64(jobs)
 	counter.mu.Lock()
 	first, last := counter.first, counter.last
 	counter.mu.Unlock()

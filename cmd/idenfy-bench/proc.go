@@ -131,14 +131,17 @@ func (p *process) goMemory() (stack, heap float64) {
 type usage struct {
 	cpu     time.Duration
 	peakRSS int64 // bytes
+	// syscalls is the read and write system calls made so far, from
+	// /proc/PID/io: each is a trip through the kernel on the shared cores.
+	syscalls int64
 }
 
 func (p *process) usage() (usage, error) {
 	return readUsage(p.cmd.Process.Pid)
 }
 
-// readUsage reads /proc/PID/stat (utime, stime) and /proc/PID/status
-// (VmHWM, the peak resident set).
+// readUsage reads /proc/PID/stat (utime, stime), /proc/PID/status (VmHWM,
+// the peak resident set) and /proc/PID/io (syscr, syscw).
 func readUsage(pid int) (usage, error) {
 	var u usage
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -154,6 +157,15 @@ func readUsage(pid int) (usage, error) {
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	u.cpu = time.Duration(utime+stime) * time.Second / clockTicks
+
+	if io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid)); err == nil {
+		for _, line := range strings.Split(string(io), "\n") {
+			if k, v, ok := strings.Cut(line, ": "); ok && (k == "syscr" || k == "syscw") {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				u.syscalls += n
+			}
+		}
+	}
 
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {

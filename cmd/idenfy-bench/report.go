@@ -42,6 +42,8 @@ type figure struct {
 	// done: every JetStream write, ack and pull is one or more of them.
 	NATSInPerItem  float64 `json:"nats_in_per_item,omitempty"`
 	NATSOutPerItem float64 `json:"nats_out_per_item,omitempty"`
+	// SyscallsPerItem is the program's read and write system calls per item.
+	SyscallsPerItem float64 `json:"syscalls_per_item,omitempty"`
 }
 
 func (f *figure) fill(s *sample, elapsed, cpu time.Duration, peakRSS, upstream int64) {
@@ -61,13 +63,19 @@ type comparison struct {
 	Name       string   `json:"name"`
 	Figures    []figure `json:"figures"`
 	Ratio      float64  `json:"ratio,omitempty"`
+	// DurableRatio is the worker's throughput over the durable jobs loop's,
+	// with -durable-baseline.
+	DurableRatio float64 `json:"durable_ratio,omitempty"`
 	AddedP99Ms float64  `json:"added_p99_ms,omitempty"`
 	Median     bool     `json:"median,omitempty"`
 }
 
 func (c *comparison) ratio() {
-	if len(c.Figures) == 2 && c.Figures[1].PerSecond > 0 {
+	if len(c.Figures) >= 2 && c.Figures[1].PerSecond > 0 {
 		c.Ratio = c.Figures[0].PerSecond / c.Figures[1].PerSecond
+	}
+	if len(c.Figures) == 3 && c.Figures[2].PerSecond > 0 {
+		c.DurableRatio = c.Figures[0].PerSecond / c.Figures[2].PerSecond
 	}
 }
 
@@ -100,12 +108,14 @@ func median(runs []comparison) comparison {
 		f.PeakRSSMiB = at(func(f figure) float64 { return f.PeakRSSMiB })
 		f.NATSInPerItem = at(func(f figure) float64 { return f.NATSInPerItem })
 		f.NATSOutPerItem = at(func(f figure) float64 { return f.NATSOutPerItem })
+		f.SyscallsPerItem = at(func(f figure) float64 { return f.SyscallsPerItem })
 		f.Completed = int64(at(func(f figure) float64 { return float64(f.Completed) }))
 		f.Failed = int64(at(func(f figure) float64 { return float64(f.Failed) }))
 		f.UpstreamCalls = int64(at(func(f figure) float64 { return float64(f.UpstreamCalls) }))
 		m.Figures = append(m.Figures, f)
 	}
 	m.Ratio = med(func(c comparison) float64 { return c.Ratio })
+	m.DurableRatio = med(func(c comparison) float64 { return c.DurableRatio })
 	m.AddedP99Ms = med(func(c comparison) float64 { return c.AddedP99Ms })
 	return m
 }
@@ -141,11 +151,15 @@ func (r report) print(w io.Writer) {
 				fmt.Fprintf(w, "%s at the end: stacks %.0f MiB, heap %.0f MiB\n", f.Program, f.StackMiB, f.HeapMiB)
 			}
 			if f.NATSInPerItem > 0 {
-				fmt.Fprintf(w, "%s: the NATS server received %.1f and sent %.1f messages per item\n", f.Program, f.NATSInPerItem, f.NATSOutPerItem)
+				fmt.Fprintf(w, "%s: the NATS server received %.1f and sent %.1f messages per item; the program made %.1f read and write syscalls per item\n",
+					f.Program, f.NATSInPerItem, f.NATSOutPerItem, f.SyscallsPerItem)
 			}
 		}
 		if c.Ratio > 0 {
 			fmt.Fprintf(w, "worker / baseline throughput: %.2f\n", c.Ratio)
+		}
+		if c.DurableRatio > 0 {
+			fmt.Fprintf(w, "worker / durable jobs loop throughput: %.2f\n", c.DurableRatio)
 		}
 		if c.AddedP99Ms != 0 {
 			fmt.Fprintf(w, "p99 added by NATS and the worker: %.2f ms\n", c.AddedP99Ms)
