@@ -84,11 +84,11 @@ type options struct {
 	baseline    bool
 	// durableBaseline adds the durable jobs loop to the jobs comparison.
 	durableBaseline bool
-	jsonOut     bool
-	workerBin   string
-	pprofDir    string
-	h2c         bool
-	verbose     bool
+	jsonOut         bool
+	workerBin       string
+	pprofDir        string
+	h2c             bool
+	verbose         bool
 	// workerEnv is added to the worker's environment, after the bench's own.
 	workerEnv envList
 	// The fleet scenarios: worker processes, their WORKER_RATE_LIMIT, and

@@ -60,14 +60,14 @@ func (f *figure) fill(s *sample, elapsed, cpu time.Duration, peakRSS, upstream i
 // comparison is the figures of one load, the worker first; Ratio is the
 // worker's throughput over the baseline's.
 type comparison struct {
-	Name       string   `json:"name"`
-	Figures    []figure `json:"figures"`
-	Ratio      float64  `json:"ratio,omitempty"`
+	Name    string   `json:"name"`
+	Figures []figure `json:"figures"`
+	Ratio   float64  `json:"ratio,omitempty"`
 	// DurableRatio is the worker's throughput over the durable jobs loop's,
 	// with -durable-baseline.
 	DurableRatio float64 `json:"durable_ratio,omitempty"`
-	AddedP99Ms float64  `json:"added_p99_ms,omitempty"`
-	Median     bool     `json:"median,omitempty"`
+	AddedP99Ms   float64 `json:"added_p99_ms,omitempty"`
+	Median       bool    `json:"median,omitempty"`
 }
 
 func (c *comparison) ratio() {
