@@ -78,7 +78,7 @@ func validNumberTypes() string {
 func numberType(phone string) string {
 	typ, ok := planNumberType(phone)
 	if !ok {
-		typ = libraryNumberType(phone)
+		typ = parsedNumberType(phone)
 	}
 	for _, t := range numberTypeNames {
 		if t.typ == typ {
@@ -88,9 +88,9 @@ func numberType(phone string) string {
 	return "unknown"
 }
 
-// libraryNumberType is libphonenumber's own answer, for the numbers the
+// parsedNumberType is libphonenumber's own answer, for the numbers the
 // compiled plans do not settle.
-func libraryNumberType(phone string) phonenumbers.PhoneNumberType {
+func parsedNumberType(phone string) phonenumbers.PhoneNumberType {
 	num, err := phonenumbers.Parse(phone, "")
 	if err != nil {
 		return phonenumbers.UNKNOWN
