@@ -344,3 +344,18 @@ func BenchmarkNumberType(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNumberTypeFallback is what a number behind its national prefix,
+// or of a plan that prefix matches too often (Argentina), still costs.
+func BenchmarkNumberTypeFallback(b *testing.B) {
+	for _, phone := range []string{"+5491123456789", "+4407911123456"} {
+		if _, planned := planNumberType(phone); planned {
+			b.Fatalf("planNumberType(%q) answered, want it left to the library", phone)
+		}
+		b.Run(phone, func(b *testing.B) {
+			for b.Loop() {
+				numberType(phone)
+			}
+		})
+	}
+}
