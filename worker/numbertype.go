@@ -134,6 +134,7 @@ func planNumberType(phone string) (phonenumbers.PhoneNumberType, bool) {
 		return 0, false
 	}
 	nsn := digits[n:]
+	// Parse refuses these lengths; the library's error says unknown.
 	if len(nsn) < phonenumbers.MIN_LENGTH_FOR_NSN || len(nsn) > phonenumbers.MAX_LENGTH_FOR_NSN {
 		return 0, false
 	}
@@ -178,6 +179,8 @@ type descPlan struct {
 	pattern *regexp.Regexp
 }
 
+// matches is isNumberMatchingDesc: a listed possible length, then the
+// pattern of the whole national number.
 func (d *descPlan) matches(nsn string) bool {
 	if len(d.lengths) > 0 && !slices.Contains(d.lengths, int32(len(nsn))) {
 		return false

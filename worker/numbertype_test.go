@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nyaruka/phonenumbers"
@@ -315,6 +316,32 @@ func TestNumberTypeMatchesLibraryOnOddInputs(t *testing.T) {
 			sameAsLibrary(t, tt.phone)
 		})
 	}
+}
+
+// TestNumberTypeConcurrently has sends of several codes compile their
+// plans at once, as a worker's first jobs do; run it with -race.
+func TestNumberTypeConcurrently(t *testing.T) {
+	var phones []string
+	for _, num := range examples(t) {
+		phones = append(phones, phonenumbers.Format(num, phonenumbers.E164))
+	}
+	want := make([]string, len(phones))
+	for i, phone := range phones {
+		want[i] = libraryNumberType(phone)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range phones {
+				// Each goroutine walks the numbers from its own start.
+				j := (i + g*len(phones)/4) % len(phones)
+				if got := numberType(phones[j]); got != want[j] {
+					t.Errorf("numberType(%q) = %q, want %q as libphonenumber says", phones[j], got, want[j])
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // FuzzNumberType holds numberType to libphonenumber on any input.
