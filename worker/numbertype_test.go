@@ -1,8 +1,11 @@
 package worker
 
 import (
+	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nyaruka/phonenumbers"
@@ -142,10 +145,240 @@ func TestParseBlockedNumberTypes(t *testing.T) {
 	}
 }
 
+// libraryNumberType is numberType as it was before the compiled plans:
+// libphonenumber's Parse and GetNumberType, the reference numberType must
+// agree with on every input.
+func libraryNumberType(phone string) string {
+	num, err := phonenumbers.Parse(phone, "")
+	if err != nil {
+		return "unknown"
+	}
+	typ := phonenumbers.GetNumberType(num)
+	for _, t := range numberTypeNames {
+		if t.typ == typ {
+			return t.name
+		}
+	}
+	return "unknown"
+}
+
+// sameAsLibrary fails t when numberType and the library disagree on phone,
+// and reports whether the compiled plan, not the library, answered.
+func sameAsLibrary(t *testing.T, phone string) bool {
+	t.Helper()
+	want := libraryNumberType(phone)
+	if got := numberType(phone); got != want {
+		t.Errorf("numberType(%q) = %q, want %q as libphonenumber says", phone, got, want)
+	}
+	_, planned := planNumberType(phone)
+	return planned
+}
+
+// callingCodes are every calling code the library knows, in order.
+func callingCodes() []int {
+	var codes []int
+	for cc := range phonenumbers.GetSupportedCallingCodes() {
+		codes = append(codes, cc)
+	}
+	slices.Sort(codes)
+	return codes
+}
+
+// examples are the library's example numbers of every type in every
+// region and of every non-geographic calling code, in E.164.
+func examples(t *testing.T) []*phonenumbers.PhoneNumber {
+	t.Helper()
+	var regions []string
+	for r := range phonenumbers.GetSupportedRegions() {
+		regions = append(regions, r)
+	}
+	slices.Sort(regions)
+	var nums []*phonenumbers.PhoneNumber
+	for _, r := range regions {
+		for _, typ := range numberTypeNames {
+			if num := phonenumbers.GetExampleNumberForType(r, typ.typ); num != nil {
+				nums = append(nums, num)
+			}
+		}
+	}
+	for _, cc := range callingCodes() {
+		if phonenumbers.GetRegionCodeForCountryCode(cc) != nonGeoRegion {
+			continue
+		}
+		num := phonenumbers.GetExampleNumberForNonGeoEntity(cc)
+		if num == nil {
+			t.Fatalf("GetExampleNumberForNonGeoEntity(%d) = nil", cc)
+		}
+		nums = append(nums, num)
+	}
+	if len(nums) < 1000 {
+		t.Fatalf("%d example numbers, want the library's thousand and more", len(nums))
+	}
+	return nums
+}
+
+func TestNumberTypeMatchesLibraryOnExamples(t *testing.T) {
+	planned, total := 0, 0
+	for _, num := range examples(t) {
+		e164 := phonenumbers.Format(num, phonenumbers.E164)
+		cc := strconv.Itoa(int(num.GetCountryCode()))
+		nsn := phonenumbers.GetNationalSignificantNumber(num)
+		last := nsn[len(nsn)-1]
+		variants := []string{
+			e164,
+			e164[:len(e164)-1] + string('0'+(last-'0'+1)%10),
+			e164 + "7",
+			e164[:len(e164)-1],
+		}
+		for _, phone := range variants {
+			total++
+			if sameAsLibrary(t, phone) {
+				planned++
+			}
+		}
+		// Parse strips the national prefix of the code's main region.
+		byRegion, _ := regionMetadata()
+		main := phonenumbers.GetRegionCodeForCountryCode(int(num.GetCountryCode()))
+		if prefix := byRegion[main].GetNationalPrefix(); prefix != "" {
+			phone := "+" + cc + prefix + nsn
+			if sameAsLibrary(t, phone) {
+				t.Errorf("planNumberType(%q) answered for a number behind the national prefix of %s, want it left to the library", phone, main)
+			}
+		}
+	}
+	// The plans are only worth their keep if they answer for most numbers.
+	if planned*10 < total*9 {
+		t.Errorf("compiled plans answered for %d of %d example numbers, want 90%%", planned, total)
+	}
+}
+func TestNumberTypeMatchesLibraryOnRandomNumbers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, cc := range callingCodes() {
+		prefix := "+" + strconv.Itoa(cc)
+		var b strings.Builder
+		for range 300 {
+			b.Reset()
+			b.WriteString(prefix)
+			for range 4 + rng.IntN(11) {
+				b.WriteByte(byte('0' + rng.IntN(10)))
+			}
+			sameAsLibrary(t, b.String())
+		}
+	}
+}
+
+func TestNumberTypeMatchesLibraryOnOddInputs(t *testing.T) {
+	tests := []struct {
+		name  string
+		phone string
+	}{
+		{name: "empty", phone: ""},
+		{name: "plus alone", phone: "+"},
+		{name: "one digit", phone: "+1"},
+		{name: "two digits", phone: "+12"},
+		{name: "three digits", phone: "+123"},
+		{name: "calling code and one digit", phone: "+442"},
+		{name: "calling code and two digits", phone: "+4420"},
+		{name: "leading zero", phone: "+012025550163"},
+		{name: "zeros", phone: "+0000000000"},
+		{name: "unassigned calling code", phone: "+2999999999"},
+		{name: "unassigned three-digit code", phone: "+8099999999"},
+		{name: "no plus", phone: "12025550163"},
+		{name: "double plus", phone: "++12025550163"},
+		{name: "fullwidth plus", phone: "\uff0b12025550163"},
+		{name: "spaces", phone: "+1 202 555 0163"},
+		{name: "dashes and brackets", phone: "+1 (202) 555-0163"},
+		{name: "leading space", phone: " +12025550163"},
+		{name: "trailing space", phone: "+12025550163 "},
+		{name: "letters", phone: "+1800FLOWERS"},
+		{name: "letter in the middle", phone: "+4479111a3456"},
+		{name: "extension", phone: "+12025550163 ext. 12"},
+		{name: "hash extension", phone: "+12025550163#"},
+		{name: "rfc 3966", phone: "tel:+1-202-555-0163"},
+		{name: "phone context", phone: "2025550163;phone-context=+1"},
+		{name: "arabic-indic digits", phone: "+\u0661\u0662\u0660\u0662\u0665\u0665\u0665\u0660\u0661\u0666\u0663"},
+		{name: "national number of 17 digits", phone: "+4912345678901234567"},
+		{name: "national number of 18 digits", phone: "+49123456789012345678"},
+		{name: "twenty digits", phone: "+" + strings.Repeat("1", 20)},
+		{name: "250 characters", phone: "+" + strings.Repeat("4", 249)},
+		{name: "251 characters", phone: "+" + strings.Repeat("4", 250)},
+		{name: "very long", phone: "+" + strings.Repeat("9", 10000)},
+		{name: "argentine mobile", phone: "+5491123456789"},
+		{name: "argentine fixed line", phone: "+541123456789"},
+		{name: "UK behind its national prefix", phone: "+4407911123456"},
+		{name: "US behind its national prefix", phone: "+112025550163"},
+		{name: "international toll free", phone: "+80012345678"},
+		{name: "non-geographic code", phone: "+882345678901"},
+		{name: "invalid UTF-8", phone: "+1202\xff5550163"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sameAsLibrary(t, tt.phone)
+		})
+	}
+}
+
+// TestNumberTypeConcurrently has sends of several codes compile their
+// plans at once, as a worker's first jobs do; run it with -race.
+func TestNumberTypeConcurrently(t *testing.T) {
+	var phones []string
+	for _, num := range examples(t) {
+		phones = append(phones, phonenumbers.Format(num, phonenumbers.E164))
+	}
+	want := make([]string, len(phones))
+	for i, phone := range phones {
+		want[i] = libraryNumberType(phone)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range phones {
+				// Each goroutine walks the numbers from its own start.
+				j := (i + g*len(phones)/4) % len(phones)
+				if got := numberType(phones[j]); got != want[j] {
+					t.Errorf("numberType(%q) = %q, want %q as libphonenumber says", phones[j], got, want[j])
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// FuzzNumberType holds numberType to libphonenumber on any input.
+func FuzzNumberType(f *testing.F) {
+	for _, seed := range []string{
+		"", "+", "+12025550163", "+447911123456", "+4407911123456", "+37060012345",
+		"+37080812345", "+4915112345678", "+5491123456789", "+80012345678",
+		"+1 202 555 0163", "+1800FLOWERS", "tel:+1-202-555-0163", "+012025550163",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, phone string) {
+		if got, want := numberType(phone), libraryNumberType(phone); got != want {
+			t.Errorf("numberType(%q) = %q, want %q as libphonenumber says", phone, got, want)
+		}
+	})
+}
+
 // BenchmarkNumberType is what the blocked-types check adds to every send:
 // libphonenumber's patterns, matched by Go's regexp.
 func BenchmarkNumberType(b *testing.B) {
 	for _, phone := range []string{"+12025550163", "+447911123456", "+37060012345", "+4915112345678"} {
+		b.Run(phone, func(b *testing.B) {
+			for b.Loop() {
+				numberType(phone)
+			}
+		})
+	}
+}
+
+// BenchmarkNumberTypeFallback is what a number behind its national prefix,
+// or of a plan that prefix matches too often (Argentina), still costs.
+func BenchmarkNumberTypeFallback(b *testing.B) {
+	for _, phone := range []string{"+5491123456789", "+4407911123456"} {
+		if _, planned := planNumberType(phone); planned {
+			b.Fatalf("planNumberType(%q) answered, want it left to the library", phone)
+		}
 		b.Run(phone, func(b *testing.B) {
 			for b.Loop() {
 				numberType(phone)
