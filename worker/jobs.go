@@ -293,7 +293,7 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 		if e != nil {
 			reason = e.Message
 		}
-		recorded := o.recorded
+		record := o.record
 		e = messages.NewError(messages.CodeUpstreamUnavailable,
 			"the job reached its last delivery ("+strconv.FormatUint(d.delivered, 10)+") without an answer: "+reason)
 		if t.op == opVerify && o.a.ambiguous {
@@ -302,7 +302,7 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 				"the job reached its last delivery without an answer, and an attempt may have been accepted by iDenfy; send a new code")
 		}
 		o = failed(t, o.a, e)
-		o.recorded = recorded
+		o.record = record
 	}
 	if o.handBack {
 		j.handBack(t, o)
@@ -312,13 +312,15 @@ func (j *jobIntake) process(msg jetstream.Msg, place *slot) {
 }
 
 // answer publishes the result, then acks: a job is acked only once its
-// outcome is recorded and its result event stored. Should the ack be lost,
-// or the event not be stored, the redelivery finds the stored outcome and
-// publishes it again without calling iDenfy.
+// outcome is recorded and its result event stored. The event is sent
+// first and the outcome recorded while the stream stores it. Should the ack
+// be lost, or the event not be stored, the redelivery finds the stored
+// outcome and publishes it again without calling iDenfy.
 func (j *jobIntake) answer(t *task, o *outcome, start time.Time) {
 	w := j.w
-	err := w.publishResult(t, o.encode(), t.job.replyTo)
-	o.waitRecorded()
+	ev := w.sendEvent(t, o.encode())
+	o.recordNow()
+	err := w.publishResult(t, ev, t.job.replyTo)
 	if err != nil {
 		delay := jobRetryDelay(t.job.retryBase, t.job.delivered)
 		if nerr := t.job.msg.NakWithDelay(delay); nerr != nil {
@@ -334,7 +336,7 @@ func (j *jobIntake) answer(t *task, o *outcome, start time.Time) {
 }
 
 func (j *jobIntake) handBack(t *task, o *outcome) {
-	o.waitRecorded()
+	o.recordNow()
 	var err error
 	if o.delay > 0 {
 		err = t.job.msg.NakWithDelay(o.delay)

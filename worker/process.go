@@ -50,17 +50,15 @@ func (w *Worker) run(t *task) (o *outcome) {
 		w.claims.record(hard, t, c, o)
 		return o
 	}
-	// A job's result event is published while its outcome is recorded:
-	// the intake waits for both before it acks (see recorded).
-	recorded := make(chan struct{})
-	o.recorded = recorded
-	done := release
+	// A job's outcome is recorded by the intake, with its result event
+	// already on its way to the results stream (see jobIntake.answer): the
+	// two writes overlap without a goroutine per job.
+	done, recorded := release, o
 	release = nil
-	go func() {
-		defer close(recorded)
+	o.record = func() {
 		defer done()
-		w.claims.record(hard, t, c, o)
-	}()
+		w.claims.record(hard, t, c, recorded)
+	}
 	return o
 }
 

@@ -20,28 +20,53 @@ import (
 // to store it (a server failing over, a stream leader being elected).
 const eventBudget = 10 * time.Second
 
-// publishResult publishes the result event of t: on its operation's results
-// subject, stored in the results stream with its ack awaited (unless that
-// stream is off), and on replyTo when set (the caller's subject: a core
-// publish). It returns an error when the event could not be stored; a job
-// is then handed back instead of acked, so that its redelivery publishes
-// the stored outcome again.
-//
-// The event's Nats-Msg-Id is the same whenever the same outcome of the same
-// idempotency key is published again (a job redelivered after its ack was
-// lost, a duplicate answered from the store), so the stream keeps it once
-// and core observers can tell.
-func (w *Worker) publishResult(t *task, body []byte, replyTo string) error {
+// pendingEvent is a job's result event sent to the results stream, whose
+// ack publishResult awaits.
+type pendingEvent struct {
+	msg *nats.Msg
+	// ack is nil when the results stream is off, or when the asynchronous
+	// publish could not start; publishResult then publishes it itself.
+	ack jetstream.PubAckFuture
+}
+
+// resultMsg is the result event of t, with body. Its Nats-Msg-Id is the
+// same whenever the same outcome of the same idempotency key is published
+// again (a job redelivered after its ack was lost, a duplicate answered
+// from the store), so the stream keeps it once and core observers can tell.
+func (w *Worker) resultMsg(t *task, body []byte) *nats.Msg {
 	msg := &nats.Msg{Subject: w.routes[t.op].results, Data: body}
 	if t.key != "" {
 		msg.Header = nats.Header{messages.HeaderMsgID: []string{w.eventID(t, body)}}
 	}
+	return msg
+}
+
+// sendEvent starts storing the result event of t in the results stream,
+// without waiting: the intake records the outcome meanwhile, and
+// publishResult waits for the stream's ack.
+func (w *Worker) sendEvent(t *task, body []byte) *pendingEvent {
+	ev := &pendingEvent{msg: w.resultMsg(t, body)}
+	if w.cfg.ResultsStream != ResultsStreamOff {
+		// A publish that cannot start is tried again by publishResult.
+		ev.ack, _ = w.jobEvents.PublishMsgAsync(ev.msg, jetstream.WithStallWait(storeTimeout))
+	}
+	return ev
+}
+
+// publishResult publishes the result event ev of t: on its operation's
+// results subject, stored in the results stream with its ack awaited
+// (unless that stream is off), and on replyTo when set (the caller's
+// subject: a core publish). It returns an error when the event could not be
+// stored; a job is then handed back instead of acked, so that its
+// redelivery publishes the stored outcome again.
+func (w *Worker) publishResult(t *task, ev *pendingEvent, replyTo string) error {
+	msg := ev.msg
 	var err error
 	if w.cfg.ResultsStream == ResultsStreamOff {
 		if err = w.nc.PublishMsg(msg); err != nil {
 			t.logger().Warn().Err(err).Str("subject", msg.Subject).Msg("publishing the result failed")
 		}
-	} else if err = w.storeEvent(msg); err != nil {
+	} else if err = w.awaitEvent(ev); err != nil {
 		w.metrics.eventLost(t.op)
 		t.logger().Error().Err(err).Str("stream", w.cfg.ResultsStream).Msg("storing the result event failed")
 		// The job goes back and its redelivery publishes again, to
@@ -53,12 +78,28 @@ func (w *Worker) publishResult(t *task, body []byte, replyTo string) error {
 		// outcome again (a lost ack, a duplicate) can tell. A denied
 		// Reply-To is reported by the server asynchronously, and logged by
 		// the connection's error handler with its subject.
-		reply := &nats.Msg{Subject: replyTo, Data: body, Header: msg.Header}
+		reply := &nats.Msg{Subject: replyTo, Data: msg.Data, Header: msg.Header}
 		if err := w.nc.PublishMsg(reply); err != nil {
 			t.logger().Warn().Err(err).Str("subject", replyTo).Msg("publishing the result to Reply-To failed")
 		}
 	}
 	return err
+}
+
+// awaitEvent waits for the results stream to store ev. An asynchronous
+// publish that failed or timed out is tried again, with backoff, for
+// eventBudget: the event's Nats-Msg-Id keeps a second copy out.
+func (w *Worker) awaitEvent(ev *pendingEvent) error {
+	if ev.ack != nil {
+		select {
+		case <-ev.ack.Ok():
+			return nil
+		case <-ev.ack.Err():
+		case <-w.hard.Done():
+			return w.hard.Err()
+		}
+	}
+	return w.storeEvent(ev.msg)
 }
 
 // publishAnswered publishes the result event of a request that its caller
@@ -68,13 +109,10 @@ func (w *Worker) publishResult(t *task, body []byte, replyTo string) error {
 // logged and counted by the asynchronous publisher (see newEventPublisher).
 func (w *Worker) publishAnswered(t *task, body []byte) {
 	if w.cfg.ResultsStream == ResultsStreamOff {
-		_ = w.publishResult(t, body, "")
+		_ = w.publishResult(t, w.sendEvent(t, body), "")
 		return
 	}
-	msg := &nats.Msg{Subject: w.routes[t.op].results, Data: body}
-	if t.key != "" {
-		msg.Header = nats.Header{messages.HeaderMsgID: []string{w.eventID(t, body)}}
-	}
+	msg := w.resultMsg(t, body)
 	if _, err := w.events.PublishMsgAsync(msg, jetstream.WithStallWait(time.Second)); err != nil {
 		w.metrics.eventLost(t.op)
 		t.logger().Error().Err(err).Str("stream", w.cfg.ResultsStream).Msg("storing the result event failed")
@@ -96,6 +134,16 @@ func (w *Worker) newEventPublisher() (jetstream.JetStream, error) {
 			w.log.Error().Err(err).Str("subject", msg.Subject).Str("stream", w.cfg.ResultsStream).
 				Msg("storing the result event of an answered request failed")
 		}))
+}
+
+// newJobEventPublisher is the JetStream context of sendEvent. Its failures
+// are the intake's to handle (publishResult tries again, or the job goes
+// back), so it has no error handler; an ack not heard within storeTimeout
+// is given up on and the event sent again.
+func (w *Worker) newJobEventPublisher() (jetstream.JetStream, error) {
+	return jetstream.New(w.nc,
+		jetstream.WithPublishAsyncMaxPending(maxEventsPending),
+		jetstream.WithPublishAsyncTimeout(storeTimeout))
 }
 
 // eventID is the Nats-Msg-Id of a result event: a keyed hash of the

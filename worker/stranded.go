@@ -76,7 +76,7 @@ func (w *Worker) answerStranded(adv deliveriesExceeded) {
 		key: jobKey(raw.Header, w.cfg.Stream, stream.CachedInfo().Created, adv.StreamSeq)}
 	o := w.strandedOutcome(ctx, t, raw.Data, adv.Deliveries)
 	reply, _ := replyTo(raw.Header)
-	if err := w.publishResult(t, o.encode(), reply); err != nil {
+	if err := w.publishResult(t, w.sendEvent(t, o.encode()), reply); err != nil {
 		// Kept in the stream, unanswered but not lost, for an operator.
 		t.logger().Error().Uint64("stream_seq", adv.StreamSeq).Msg("a job that used up its deliveries stays in the stream: its result could not be stored")
 		return

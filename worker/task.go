@@ -226,15 +226,19 @@ type outcome struct {
 	// delivered again after delay, instead of answering it.
 	handBack bool
 	delay    time.Duration
-	// recorded, when not nil, is closed once the outcome is stored under
-	// the task's key: a job is acked or handed back only then.
-	recorded <-chan struct{}
+	// record, when not nil, stores a job's outcome under the task's key and
+	// releases its claim: left to the jobs intake, which does it while the
+	// result event is on its way, and acks or hands the job back only after
+	// both (see recordNow).
+	record func()
 }
 
-// waitRecorded returns once the outcome is stored under its key.
-func (o *outcome) waitRecorded() {
-	if o.recorded != nil {
-		<-o.recorded
+// recordNow stores the outcome under its key if that was left to the
+// intake, once.
+func (o *outcome) recordNow() {
+	if r := o.record; r != nil {
+		o.record = nil
+		r()
 	}
 }
 

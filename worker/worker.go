@@ -25,17 +25,18 @@ const Version = "0.1.0"
 // (see doc.go) and owns their lifecycle. Its methods are safe for
 // concurrent use.
 type Worker struct {
-	cfg    Config
-	log    zerolog.Logger
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	events jetstream.JetStream // publishes the events of answered requests (see publishAnswered)
-	client *idenfy.Client
-	subj   messages.Subjects
-	routes routes
-	clock  Clock
-	id     string
-	lease  time.Duration
+	cfg       Config
+	log       zerolog.Logger
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	events    jetstream.JetStream // publishes the events of answered requests (see publishAnswered)
+	jobEvents jetstream.JetStream // sends the events of jobs, whose acks the intake awaits (see sendEvent)
+	client    *idenfy.Client
+	subj      messages.Subjects
+	routes    routes
+	clock     Clock
+	id        string
+	lease     time.Duration
 	// jobRetryBase is the first pause of a job handed back to retry later.
 	jobRetryBase time.Duration
 	hash         *hasher
@@ -93,6 +94,9 @@ func New(cfg Config, opts ...Option) (*Worker, error) {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	if w.events, err = w.newEventPublisher(); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if w.jobEvents, err = w.newJobEventPublisher(); err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 	w.routes = newRoutes(w.subj)
