@@ -44,9 +44,10 @@
 // and calls iDenfy under the backoff policy (retry.go), holding a call place
 // (admission.go) for each attempt. The outcome is judged by the job retry
 // policy (jobretry.go), the guard refunds a send that reached nobody, and
-// the claims store records it before anyone hears of it. The intake then
-// answers: results.go publishes the event and logs the line, and the intake
-// replies (request/reply) or acks (jobs).
+// the claims store records it. The intake then answers: a request's caller
+// is answered once the outcome is recorded, and results.go publishes its
+// event after; a job's event is sent first, its outcome recorded while the
+// results stream stores the event, and the job acked once both are stored.
 //
 // Where to change what: the idempotency rules are in claims.go, the guard
 // in guard.go, the job retry policy in jobretry.go, the retry policy of one
