@@ -96,7 +96,14 @@ func (w *Worker) awaitEvent(ev *pendingEvent) error {
 			return nil
 		case <-ev.ack.Err():
 		case <-w.hard.Done():
-			return w.hard.Err()
+			// select picks at random among ready cases: an ack already
+			// in is not reported lost because the stop came too.
+			select {
+			case <-ev.ack.Ok():
+				return nil
+			default:
+				return w.hard.Err()
+			}
 		}
 	}
 	return w.storeEvent(ev.msg)
