@@ -363,15 +363,20 @@ func (e *fleetRefusal) retryAfterSeconds() int { return wholeSeconds(e.RetryAfte
 // errFleetStopped: admit was waiting when the fleet stopped.
 var errFleetStopped = errors.New("worker: stopping")
 
+// idle reports whether a call may go now without asking anyone: no rate
+// limit, the breaker closed, no pause.
+func (f *fleet) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lim == nil && f.breaker.val.State == breakerClosed && f.clock.Now().UnixNano() >= f.pause.val.Until
+}
+
 // admit waits until this process may make one HTTP attempt: no pause, the
 // breaker closed (or this attempt its probe), a turn of the rate limit
 // (interactive callers first). A wait that would outlast ctx's deadline is
 // refused at once with a *fleetRefusal; the breaker refuses at once.
 func (f *fleet) admit(ctx context.Context, interactive bool) (turn, error) {
-	f.mu.Lock()
-	idle := f.lim == nil && f.breaker.val.State == breakerClosed && f.clock.Now().UnixNano() >= f.pause.val.Until
-	f.mu.Unlock()
-	if idle {
+	if f.idle() {
 		return turn{}, nil
 	}
 	var t turn

@@ -75,8 +75,7 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 	policy := &retryAfterBackOff{ExponentialBackOff: exp}
 
 	interactive := t.intake == intakeRequest
-	budget, cancel := w.turnBudget(soft, t)
-	defer cancel()
+	turnBy := w.turnDeadline(t)
 	var last, refused error
 	// A 429 without Retry-After pauses the fleet for the backoff's next
 	// delay, which notify learns.
@@ -85,7 +84,7 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 		if err := soft.Err(); err != nil {
 			return backoff.Permanent(err) // stopping: no new attempt
 		}
-		tn, err := w.admitTurn(budget, t)
+		tn, err := w.takeTurn(soft, turnBy, t)
 		if err != nil {
 			refused = err
 			return backoff.Permanent(err)
@@ -154,15 +153,27 @@ func (w *Worker) retry(soft, hard context.Context, t *task, a *attempts, call fu
 	return last
 }
 
-// turnBudget bounds how long a task waits for a turn of the fleet: a
+// turnDeadline bounds how long a task waits for a turn of the fleet: a
 // request its retry budget, a job until it passes the job max age (its
 // delivery is kept alive meanwhile, so it waits in the worker, not by
 // spending deliveries).
-func (w *Worker) turnBudget(soft context.Context, t *task) (context.Context, context.CancelFunc) {
+func (w *Worker) turnDeadline(t *task) time.Time {
 	if t.job != nil {
-		return context.WithDeadline(soft, t.job.published.Add(w.cfg.JobMaxAge))
+		return t.job.published.Add(w.cfg.JobMaxAge)
 	}
-	return context.WithTimeout(soft, w.cfg.RetryMaxElapsed)
+	return time.Now().Add(w.cfg.RetryMaxElapsed)
+}
+
+// takeTurn asks the fleet for a turn until by. An idle fleet grants it at
+// once, and then the budget's context and timer are not made at all: most
+// calls never wait.
+func (w *Worker) takeTurn(soft context.Context, by time.Time, t *task) (turn, error) {
+	if w.fleet.idle() {
+		return turn{}, nil
+	}
+	budget, cancel := context.WithDeadline(soft, by)
+	defer cancel()
+	return w.admitTurn(budget, t)
 }
 
 // admitTurn asks the fleet for a turn. A job waits out an open breaker
