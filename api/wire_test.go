@@ -34,7 +34,7 @@ func TestWorkerMessagesMatchDocument(t *testing.T) {
 	ns := natstest.RunServer(t, nil)
 	clock := clocktest.New(time.Now())
 	sim := idenfytest.NewServer(t, idenfytest.WithClock(clock.Now()))
-	caller := connect(t, ns)
+	caller := natstest.Connect(t, ns.ClientURL())
 
 	// The deployment under test uses the default prefix; the others get
 	// their own prefix, stream and bucket on the same server.
@@ -193,7 +193,7 @@ func startWorker(t *testing.T, ns *server.Server, sim *idenfytest.Server, name, 
 		cfg.ResultsStream = name + "_RESULTS"
 		cfg.Bucket = name + "_phone"
 	}
-	cfg.Conn = connect(t, ns)
+	cfg.Conn = natstest.Connect(t, ns.ClientURL())
 	cfg.Client = client
 	cfg.HashKey = []byte("api test hash key")
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
@@ -483,16 +483,6 @@ func (c *collector) wait(n int) []*nats.Msg {
 		msgs = append(msgs, msg)
 	}
 	return msgs
-}
-
-func connect(t testing.TB, ns *server.Server) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatalf("nats.Connect: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }
 
 func inject(t testing.TB, sim *idenfytest.Server, f idenfytest.Fault) {

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
@@ -40,11 +39,7 @@ func (memoryUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
 func benchWorker(b *testing.B) *Worker {
 	b.Helper()
 	ns := natstest.RunServer(b, &server.Options{})
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
+	nc := natstest.Connect(b, ns.ClientURL())
 	client, err := idenfy.NewClient(idenfy.Config{BaseURL: "https://ivs.idenfy.com", APIKey: "k", APISecret: "s"},
 		idenfy.WithHTTPClient(&http.Client{Transport: memoryUpstream{}}))
 	if err != nil {

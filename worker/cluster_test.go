@@ -157,7 +157,7 @@ func TestClusterNodeLossMidBatch(t *testing.T) {
 	}
 	subj := messages.NewSubjects(messages.DefaultPrefix)
 	reconnect := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond)}
-	nc := connect(t, clientURLs(servers), reconnect...)
+	nc := natstest.Connect(t, clientURLs(servers), reconnect...)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +224,7 @@ func TestClusterNodeLossMidBatch(t *testing.T) {
 	client := sim.Client(idenfy.WithTimeout(2 * time.Second))
 	// Every server in its list, the victim last and tried in order: as a
 	// worker is configured, NATS_URL=nats://n1:4222,nats://n2:4222,...
-	workerConn := connect(t, clientURLs(append(others, victim)), append(reconnect, nats.DontRandomize())...)
+	workerConn := natstest.Connect(t, clientURLs(append(others, victim)), append(reconnect, nats.DontRandomize())...)
 	logs := &syncBuffer{}
 	w, err := worker.New(worker.Config{
 		Conn:            workerConn,
@@ -295,7 +295,7 @@ func TestClusterNodeLossMidBatch(t *testing.T) {
 	// settles (a JetStream API request may find no leader for a moment).
 	// A job is acked only after its result is published: once the stream
 	// is empty, every result was published.
-	survivor := connect(t, clientURLs(others), reconnect...)
+	survivor := natstest.Connect(t, clientURLs(others), reconnect...)
 	sjs, err := jetstream.New(survivor)
 	if err != nil {
 		t.Fatal(err)

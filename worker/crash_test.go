@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 	"github.com/idenfy-worker/idenfy-worker/worker"
 )
@@ -143,7 +144,7 @@ func TestKilledWorkerLosesNoJob(t *testing.T) {
 	if err := sim.InjectFault(idenfytest.Fault{Latency: "100ms"}); err != nil {
 		t.Fatal(err)
 	}
-	nc := connect(t, ns.ClientURL())
+	nc := natstest.Connect(t, ns.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -268,7 +269,7 @@ func TestSendLimitsAcrossProcesses(t *testing.T) {
 	env := []string{"CHILD_CONCURRENCY=16", "CHILD_SEND_LIMITS=3/10m"}
 	a := startChild(t, ns.ClientURL(), sim.URL, env...)
 	b := startChild(t, ns.ClientURL(), sim.URL, env...)
-	nc := connect(t, ns.ClientURL())
+	nc := natstest.Connect(t, ns.ClientURL())
 	subj := messages.NewSubjects(messages.DefaultPrefix)
 
 	const phone = "+12025550163"

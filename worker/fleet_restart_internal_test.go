@@ -20,11 +20,7 @@ import (
 func TestFleetStateSurvivesARestart(t *testing.T) {
 	dir := t.TempDir()
 	ns := natstest.RunServer(t, &server.Options{Port: -1, JetStream: true, StoreDir: dir})
-	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(t, ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

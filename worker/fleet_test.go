@@ -115,11 +115,7 @@ func startFleets(t *testing.T, n int, s fleetSetup) []testFleet {
 	defer cancel()
 	var out []testFleet
 	for i := range n {
-		nc, err := nats.Connect(ns.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
+		nc := natstest.Connect(t, ns.ClientURL())
 		js, err := jetstream.New(nc)
 		if err != nil {
 			t.Fatal(err)
@@ -447,11 +443,7 @@ func TestFleetIdlePathIsFree(t *testing.T) {
 
 func BenchmarkFleetAdmitIdle(b *testing.B) {
 	ns := natstest.RunServer(b, nil)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(b, ns.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 	"github.com/idenfy-worker/idenfy-worker/worker"
 )
@@ -166,19 +167,6 @@ func asFleetMember(name string, edit func(*worker.Config)) harnessOption {
 	})
 }
 
-// mostInWindow is the most of times (sorted) that fall within any window
-// of length w.
-func mostInWindow(times []time.Time, w time.Duration) int {
-	most, lo := 0, 0
-	for hi := range times {
-		for times[hi].Sub(times[lo]) >= w {
-			lo++
-		}
-		most = max(most, hi-lo+1)
-	}
-	return most
-}
-
 // fleetPhone is the number of the i-th request of these tests; jobs use
 // publishJobs's numbers, below +12025559000.
 func fleetPhone(i int) string { return fmt.Sprintf("+1202555%04d", 9000+i) }
@@ -200,7 +188,7 @@ func TestFleetRateLimitAcrossProcesses(t *testing.T) {
 	ns := startNATS(t)
 	sim := idenfytest.NewServer(t)
 	log := &callLog{}
-	nc := connect(t, ns.ClientURL())
+	nc := natstest.Connect(t, ns.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -244,11 +232,11 @@ func TestFleetRateLimitAcrossProcesses(t *testing.T) {
 	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
 	span := times[len(times)-1].Sub(times[0])
 	t.Logf("%d calls over %s (%.1f/s, limit %d/s); most in 1s: %d", len(times), span.Round(time.Millisecond),
-		float64(len(times)-1)/span.Seconds(), rate, mostInWindow(times, time.Second))
+		float64(len(times)-1)/span.Seconds(), rate, idenfytest.MostInWindow(times, time.Second))
 	// README: over any window, at most the limit plus a second's share.
 	for _, w := range []time.Duration{time.Second, 2 * time.Second, span + time.Nanosecond} {
 		bound := int(rate*w.Seconds()) + rate
-		if got := mostInWindow(times, w); got > bound {
+		if got := idenfytest.MostInWindow(times, w); got > bound {
 			t.Errorf("iDenfy got %d calls within %s, want at most %d (the limit %d/s plus a second's share)", got, w, bound, rate)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
@@ -23,7 +24,7 @@ func TestPumpingGuardAcrossProcesses(t *testing.T) {
 	env := []string{"CHILD_CONCURRENCY=8", "CHILD_SEND_LIMITS=off", fmt.Sprintf("CHILD_PUMPING_GUARD=%d/1h", n)}
 	a := startChild(t, ns.ClientURL(), sim.URL, env...)
 	b := startChild(t, ns.ClientURL(), sim.URL, env...)
-	nc := connect(t, ns.ClientURL())
+	nc := natstest.Connect(t, ns.ClientURL())
 	subj := messages.NewSubjects(messages.DefaultPrefix)
 
 	total := 0 // sends answered sent, which reached iDenfy

@@ -40,16 +40,6 @@ func startNATSAt(t testing.TB, port int, dir string) *server.Server {
 	return natstest.RunServer(t, &server.Options{Port: port, JetStream: true, StoreDir: dir})
 }
 
-func connect(t testing.TB, url string, opts ...nats.Option) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		t.Fatalf("nats.Connect(%q): %v", url, err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
 // syncBuffer is a log sink safe for concurrent writes.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -175,7 +165,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 	if h.sim == nil {
 		h.sim = idenfytest.NewServer(t, idenfytest.WithClock(h.clock.Now()))
 	}
-	h.nc = connect(t, h.ns.ClientURL())
+	h.nc = natstest.Connect(t, h.ns.ClientURL())
 	var err error
 	if h.js, err = jetstream.New(h.nc); err != nil {
 		t.Fatal(err)
@@ -198,7 +188,7 @@ func newHarness(t testing.TB, opts ...harnessOption) *harness {
 			t.Fatal(err)
 		}
 	}
-	workerConn := connect(t, h.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	workerConn := natstest.Connect(t, h.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	cfg := setup.cfg
 	cfg.Conn = workerConn
 	cfg.Client = client

@@ -7,11 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
-
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
-	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
@@ -26,28 +22,14 @@ func (panickingTransport) RoundTrip(*http.Request) (*http.Response, error) {
 // that request (outcome_unknown: nothing is known of where it stopped) and
 // the worker goes on serving.
 func TestPanicAnswersTheRequest(t *testing.T) {
-	ns := natstest.RunServer(t, nil)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
 	client, err := idenfy.NewClient(idenfy.Config{BaseURL: "http://127.0.0.1:1", APIKey: "k", APISecret: "s"},
 		idenfy.WithHTTPClient(&http.Client{Transport: panickingTransport{}}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(Config{Conn: nc, Client: client, HashKey: []byte("k"), DisableJobs: true,
-		Logger: zerolog.New(zerolog.NewTestWriter(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w, nc, _ := startedWorker(t, Config{Client: client})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = w.Shutdown(context.Background()) })
 
 	for i, phone := range []string{"+12025550163", "+12025550164"} {
 		data, _ := json.Marshal(messages.SendRequest{PhoneNumber: phone})

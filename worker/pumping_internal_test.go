@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
@@ -52,7 +51,7 @@ type pumpingCluster struct {
 func newPumpingCluster(t *testing.T, cfg PumpingGuard) *pumpingCluster {
 	t.Helper()
 	ns := natstest.RunServer(t, nil)
-	nc := pumpingConn(t, ns.ClientURL())
+	nc := natstest.Connect(t, ns.ClientURL())
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -67,20 +66,10 @@ func newPumpingCluster(t *testing.T, cfg PumpingGuard) *pumpingCluster {
 	return &pumpingCluster{t: t, url: ns.ClientURL(), cfg: cfg, clock: clocktest.New(time.Now()), kv: kv, hash: s.sum}
 }
 
-func pumpingConn(t *testing.T, url string) *nats.Conn {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
-}
-
 // guard starts a guard on a connection of its own, logging into log.
 func (c *pumpingCluster) guard(log *lockedBuffer) *rangeGuard {
 	c.t.Helper()
-	nc := pumpingConn(c.t, c.url)
+	nc := natstest.Connect(c.t, c.url)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		c.t.Fatal(err)

@@ -16,23 +16,21 @@ import (
 )
 
 // startedWorker starts a worker with cfg, its own intake of jobs off,
-// against an embedded NATS server and the simulator. Shutdown is the
-// test's to call, or the cleanup's.
+// against an embedded NATS server and the simulator (or cfg.Client, when
+// set). Shutdown is the test's to call, or the cleanup's.
 func startedWorker(t *testing.T, cfg Config) (*Worker, *nats.Conn, *idenfytest.Server) {
 	t.Helper()
 	ns := natstest.RunServer(t, nil)
 	sim := idenfytest.NewServer(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t, ns.ClientURL())
 	cfg.Conn, cfg.HashKey, cfg.DisableJobs = nc, []byte("k"), true
 	if cfg.Breaker == (Breaker{}) {
 		cfg.Breaker = Breaker{Off: true}
 	}
 	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
-	cfg.Client = sim.Client()
+	if cfg.Client == nil {
+		cfg.Client = sim.Client()
+	}
 	w, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

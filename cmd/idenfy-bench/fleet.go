@@ -58,18 +58,6 @@ func (c *callTimes) between(from, to time.Time) int {
 	return n
 }
 
-// mostInWindow is the most of times (sorted) within any window of length w.
-func mostInWindow(times []time.Time, w time.Duration) int {
-	most, lo := 0, 0
-	for hi := range times {
-		for times[hi].Sub(times[lo]) >= w {
-			lo++
-		}
-		most = max(most, hi-lo+1)
-	}
-	return most
-}
-
 // fleetLimitReport is what fleet-limit measured.
 type fleetLimitReport struct {
 	Machine     string  `json:"machine"`
@@ -143,7 +131,7 @@ func (b *bench) fleetLimit(ctx context.Context, stdout io.Writer) error {
 		rep.PerSecond = float64(len(at)-1) / span.Seconds()
 		rep.OfLimit = rep.PerSecond / rate
 	}
-	rep.MostIn1s = mostInWindow(at, time.Second)
+	rep.MostIn1s = idenfytest.MostInWindow(at, time.Second)
 	rep.Bound = int(2 * max(1, rate))
 	if o.jsonOut {
 		return encodeJSON(stdout, rep)

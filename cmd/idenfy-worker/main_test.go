@@ -235,11 +235,7 @@ func TestWorkerEndToEnd(t *testing.T) {
 	w := startWorker(t, workerEnv(natsURL, sim.URL))
 	waitStatus(t, w.metrics+"/readyz", http.StatusOK)
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t, ns.ClientURL())
 	const phone = "+12025550163"
 	subj := messages.NewSubjects(messages.DefaultPrefix)
 	sent := request[messages.SendResult](t, nc, subj.Send, messages.SendRequest{PhoneNumber: phone, CorrelationID: "e2e-1"})
@@ -349,11 +345,7 @@ func TestWorkerReadyFollowsNATS(t *testing.T) {
 	ns = startNATS(t, port, dir)
 	waitStatus(t, ready, http.StatusOK)
 
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t, ns.ClientURL())
 	subj := messages.NewSubjects(messages.DefaultPrefix)
 	sent := request[messages.SendResult](t, nc, subj.Send, messages.SendRequest{PhoneNumber: "+447700900123"})
 	if sent.Status != messages.StatusSent {

@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 	"github.com/idenfy-worker/idenfy-worker/worker"
 )
@@ -56,11 +56,7 @@ func TestSandbox(t *testing.T) {
 	}
 
 	// What `nats req idenfy.phone.send '{...}'` does.
-	nc, err := nats.Connect(sb.natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t, sb.natsURL)
 	const phone = "+12025550163"
 	res := request[messages.SendResult](t, nc, "idenfy.phone.send", map[string]string{"phone_number": phone, "correlation_id": "signup-42"})
 	want := messages.SendResult{Status: messages.StatusSent, RequestID: res.RequestID, CorrelationID: "signup-42", Attempts: 1}
@@ -203,11 +199,7 @@ func TestRunSandbox(t *testing.T) {
 	if natsURL == nil {
 		t.Fatalf("run(sandbox) printed no NATS URL:\n%s", printed)
 	}
-	nc, err := nats.Connect(natsURL[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := natstest.Connect(t, natsURL[1])
 	for i := range 4 {
 		res := request[messages.SendResult](t, nc, "idenfy.phone.send", map[string]string{"phone_number": "+12025550163"})
 		if res.Status != messages.StatusSent {

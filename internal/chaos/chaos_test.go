@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy/idenfytest"
+	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
 	"github.com/idenfy-worker/idenfy-worker/internal/proctest"
 	"github.com/idenfy-worker/idenfy-worker/messages"
 	"github.com/idenfy-worker/idenfy-worker/worker"
@@ -59,11 +60,7 @@ func TestKillServerAndWorkerMidBatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	subj := messages.NewSubjects(messages.DefaultPrefix)
-	nc, err := nats.Connect(cluster.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := natstest.Connect(t, cluster.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,7 @@
 // JetStream in a temporary directory, shut down by t.Cleanup.
 //
 //	ns := natstest.RunServer(t, nil)
-//	nc, err := nats.Connect(ns.ClientURL())
+//	nc := natstest.Connect(t, ns.ClientURL())
 package natstest
 
 import (
@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // RunServer starts a server and waits until it takes connections. With nil
@@ -47,4 +48,16 @@ func RunServer(tb testing.TB, opts *server.Options) *server.Server {
 		tb.Fatal("natstest: the server takes no connections after 30s")
 	}
 	return ns
+}
+
+// Connect connects to url with opts, closing the connection in
+// tb.Cleanup. A failure fails the test.
+func Connect(tb testing.TB, url string, opts ...nats.Option) *nats.Conn {
+	tb.Helper()
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		tb.Fatalf("natstest: connecting to %s: %v", url, err)
+	}
+	tb.Cleanup(nc.Close)
+	return nc
 }
