@@ -80,6 +80,11 @@ func numberType(phone string) string {
 	if !ok {
 		typ = parsedNumberType(phone)
 	}
+	return typeName(typ)
+}
+
+// typeName is typ as the configuration writes it.
+func typeName(typ phonenumbers.PhoneNumberType) string {
 	for _, t := range numberTypeNames {
 		if t.typ == typ {
 			return t.name

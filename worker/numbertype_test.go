@@ -146,21 +146,9 @@ func TestParseBlockedNumberTypes(t *testing.T) {
 }
 
 // libraryNumberType is numberType as it was before the compiled plans:
-// libphonenumber's Parse and GetNumberType, the reference numberType must
-// agree with on every input.
-func libraryNumberType(phone string) string {
-	num, err := phonenumbers.Parse(phone, "")
-	if err != nil {
-		return "unknown"
-	}
-	typ := phonenumbers.GetNumberType(num)
-	for _, t := range numberTypeNames {
-		if t.typ == typ {
-			return t.name
-		}
-	}
-	return "unknown"
-}
+// libphonenumber's Parse and GetNumberType (parsedNumberType), the
+// reference numberType must agree with on every input.
+func libraryNumberType(phone string) string { return typeName(parsedNumberType(phone)) }
 
 // sameAsLibrary fails t when numberType and the library disagree on phone,
 // and reports whether the compiled plan, not the library, answered.
