@@ -17,6 +17,7 @@ import (
 
 	"github.com/idenfy-worker/idenfy-worker/idenfy"
 	"github.com/idenfy-worker/idenfy-worker/internal/natstest"
+	"github.com/idenfy-worker/idenfy-worker/messages"
 )
 
 // manualClock moves only when the test advances it; After fires once the
@@ -539,5 +540,34 @@ func TestParseBreaker(t *testing.T) {
 		if got, err := ParseBreakerProbe(in); err == nil {
 			t.Errorf("ParseBreakerProbe(%q) = %v, want an error", in, got)
 		}
+	}
+}
+
+// TestJobWaitsForAnOpenBreakerUntilItsMaxAge: a job's turn waits out an
+// open breaker, but not past the job's max age: then it is answered
+// expired. A request is refused at once, with when to ask again.
+func TestJobWaitsForAnOpenBreakerUntilItsMaxAge(t *testing.T) {
+	clock := newManualClock()
+	fs := startFleets(t, 1, fleetSetup{clock: clock, logs: &logBuffer{}, br: Breaker{N: 1, Window: time.Minute}, probe: time.Hour})
+	fs[0].report(turn{}, outcomeUnavailable, 0)
+	eventually(t, "the breaker open", fs[0].open)
+	w := &Worker{fleet: fs[0].fleet, cfg: Config{JobMaxAge: time.Minute}}
+
+	request := &task{op: opSend, intake: intakeRequest}
+	_, err := w.takeTurn(context.Background(), w.turnDeadline(request), request)
+	var r *fleetRefusal
+	if !errors.As(err, &r) || r.Reason != refusedBreakerOpen {
+		t.Errorf("a request's turn with the breaker open = %v, want refused: the breaker is open", err)
+	}
+
+	// Published a minute ago, less 200ms: its max age ends while it waits.
+	job := &task{op: opSend, intake: intakeJob, job: &jobDelivery{published: time.Now().Add(-time.Minute + 200*time.Millisecond)}}
+	_, err = w.takeTurn(context.Background(), w.turnDeadline(job), job)
+	var e *messages.Error
+	if !errors.As(err, &e) || e.Code != messages.CodeExpired {
+		t.Errorf("a job's turn with the breaker open past its max age = %v, want expired", err)
+	}
+	if n := w.breakerWaits.Load(); n != 0 {
+		t.Errorf("breaker waits after the job gave up = %d, want 0", n)
 	}
 }
