@@ -47,8 +47,10 @@ func (w *Worker) resultMsg(t *task, body []byte) *nats.Msg {
 func (w *Worker) sendEvent(t *task, body []byte) *pendingEvent {
 	ev := &pendingEvent{msg: w.resultMsg(t, body)}
 	if w.cfg.ResultsStream != ResultsStreamOff {
-		// A publish that cannot start is tried again by publishResult.
-		ev.ack, _ = w.jobEvents.PublishMsgAsync(ev.msg, jetstream.WithStallWait(storeTimeout))
+		// A publish that cannot start (maxEventsPending events unacked
+		// for the publisher's short stall wait) is tried again, and
+		// waited for, by publishResult.
+		ev.ack, _ = w.jobEvents.PublishMsgAsync(ev.msg)
 	}
 	return ev
 }
